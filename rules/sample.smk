@@ -1,0 +1,39 @@
+# Seeded random combinations, evaluated in shards; the union does not depend on the shard count.
+
+
+rule sample:
+    input:
+        checkpoint=checkpoint_input,
+        data=data_input,
+        candidates=f"{RESULTS}/{{net}}/candidates.parquet",
+        layers=f"{RESULTS}/{{net}}/layers.parquet",
+        baseline=f"{RESULTS}/{{net}}/baseline.json",
+    output:
+        f"{RESULTS}/{{net}}/samples/shard_{{shard}}.parquet",
+    params:
+        model=model_cfg,
+        n=config["sample"]["n"],
+        seed=config["sample"]["seed"],
+        shards=config["sample"]["shards"],
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
+    threads: EVALUATION["threads"]
+    log:
+        f"{RESULTS}/{{net}}/logs/sample/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/sample/shard_{{shard}}.tsv"
+    script:
+        "../workflow_scripts/sample.py"
+
+
+rule merge_samples:
+    input:
+        sample_shards,
+    output:
+        f"{RESULTS}/{{net}}/samples.parquet",
+    params:
+        code_version=CODE_VERSION,
+    log:
+        f"{RESULTS}/{{net}}/logs/merge_samples.log",
+    script:
+        "../workflow_scripts/merge_samples.py"

@@ -1,0 +1,145 @@
+"""Configuration: the JSON schema (shape, defaults) and the checks a schema cannot make.
+
+The workflow validates the schema with ``snakemake.utils.validate`` and then
+calls :func:`check_config` before any job runs, so a bad value stops the run
+with a message naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+import yaml
+
+from .data import check_npz
+from .models import build_model, create_model, layer_records
+from .sweep import resolve_grid
+
+SCHEMA_PATH = str(files("weight_sharing") / "schemas" / "config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names key, value and what is allowed."""
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(Path(SCHEMA_PATH).read_text())
+
+
+def validate_schema(config: dict) -> dict:
+    """jsonschema validation with defaults filled in (the same as snakemake.utils.validate)."""
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+    validate_props = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        for prop, sub in properties.items():
+            if isinstance(instance, dict) and "default" in sub:
+                instance.setdefault(prop, _copy(sub["default"]))
+        yield from validate_props(validator, properties, instance, schema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.path) or "(top level)"
+        raise ConfigError(f"config key {where}: {e.message}")
+    return config
+
+
+def _copy(v):
+    import copy
+    return copy.deepcopy(v)
+
+
+def network_paths(results: str, net: str, net_cfg: dict) -> dict:
+    """Where a network's checkpoint and data come from (made by the workflow for the demo)."""
+    if net_cfg.get("demo"):
+        return {"checkpoint": f"{results}/{net}/demo/checkpoint.pt", "npz": f"{results}/{net}/demo/data.npz"}
+    return {"checkpoint": net_cfg["model"].get("checkpoint"), "npz": net_cfg["data"]["npz"]}
+
+
+def model_config(results: str, net: str, net_cfg: dict) -> dict:
+    """The model section with the checkpoint path resolved."""
+    cfg = dict(net_cfg["model"])
+    cfg["checkpoint"] = network_paths(results, net, net_cfg)["checkpoint"]
+    return cfg
+
+
+def network_bound(config: dict, net: str) -> float:
+    net_cfg = config["networks"][net]
+    return float(net_cfg.get("bound", config["bounds"][net_cfg["category"]]))
+
+
+def check_network(config: dict, net: str) -> list[dict]:
+    """Check one network's model and data before any work; return its shared-layer table."""
+    net_cfg = config["networks"][net]
+    key = f"networks.{net}"
+    model_cfg = net_cfg["model"]
+    if net_cfg.get("demo"):
+        if (model_cfg["source"], model_cfg["arch"]) != ("builtin", "lenet5"):
+            raise ConfigError(f"{key}.demo: the demo trains the built-in LeNet-5; set model.source: builtin "
+                              f"and model.arch: lenet5 (got {model_cfg['source']}/{model_cfg['arch']})")
+        if model_cfg.get("checkpoint") or net_cfg.get("data"):
+            raise ConfigError(f"{key}.demo: a demo network makes its own checkpoint and data; "
+                              "remove model.checkpoint and data")
+        try:
+            return layer_records(create_model(model_cfg))
+        except ValueError as exc:
+            raise ConfigError(f"{key}.{exc}") from exc
+    if "data" not in net_cfg:
+        raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
+    if not model_cfg.get("checkpoint") and not model_cfg.get("pretrained"):
+        raise ConfigError(f"{key}.model.checkpoint: none given and pretrained is false; "
+                          "give a local state_dict path or set pretrained: true")
+    try:
+        model = build_model(model_cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"{key}.{exc}") from exc
+    try:
+        info = check_npz(net_cfg["data"]["npz"])
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"{key}.{exc}") from exc
+    # one image through the model: the image shape fits, and the labels fit the classes
+    with torch.inference_mode():
+        out = model(torch.zeros(1, *info["image_shape"]))
+    num_classes = int(out.shape[-1])
+    try:
+        check_npz(net_cfg["data"]["npz"], num_classes=num_classes)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.{exc} (the model has {num_classes} classes)") from exc
+    return layer_records(model)
+
+
+def check_config(config: dict) -> dict[str, list[dict]]:
+    """All checks beyond the schema; returns each network's shared-layer table (for per-layer jobs)."""
+    try:
+        grid = resolve_grid(config["sweep"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    uniform = [k for k in grid if k <= config["uniform"]["k_max"]]
+    if not uniform:
+        raise ConfigError(f"uniform.k_max: {config['uniform']['k_max']} is below every K of the sweep grid "
+                          f"(smallest {grid[0]})")
+    ev = config["evaluation"]
+    if ev["device"] != "auto" and not ev["device"].startswith(("cpu", "cuda")):
+        raise ConfigError(f"evaluation.device: {ev['device']!r}; allowed: auto, cpu, cuda, cuda:N")
+    if config["sample"]["shards"] > config["sample"]["n"]:
+        raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
+    return {net: check_network(config, net) for net in config["networks"]}
+
+
+def uniform_k_values(config: dict) -> list[int]:
+    return [k for k in resolve_grid(config["sweep"]) if k <= config["uniform"]["k_max"]]
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and schema-validate a config file (for tools and tests outside Snakemake)."""
+    with open(path) as f:
+        return validate_schema(yaml.safe_load(f) or {})
+
+
+__all__ = ["ConfigError", "SCHEMA_PATH", "check_config", "load_config", "model_config", "network_bound",
+           "network_paths", "uniform_k_values", "validate_schema"]

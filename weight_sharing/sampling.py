@@ -1,0 +1,72 @@
+"""Random combinations of candidates, evaluated for real: the surrogate's training data."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from .candidates import CandidateSet
+from .compression import compression_rates
+from .evaluate import Evaluator, Progress
+
+log = logging.getLogger(__name__)
+
+
+def draw_combinations(sizes: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct combinations (N, L) of candidate indices, uniform per layer, seeded.
+
+    Fewer when the space holds fewer than ``n`` combinations. The draw does not
+    depend on how the evaluation is sharded.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if n < 1:
+        raise ValueError(f"sample.n must be >= 1, got {n}")
+    space = float(np.prod(sizes.astype(np.float64)))
+    target = int(min(n, space))
+    rng = np.random.default_rng(seed)
+    seen: set[bytes] = set()
+    out: list[np.ndarray] = []
+    while len(out) < target:
+        batch = rng.integers(0, sizes, size=(max(target - len(out), 16), len(sizes)))
+        for row in batch:
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                out.append(row)
+                if len(out) == target:
+                    break
+    return np.stack(out)
+
+
+def shard_bounds(n: int, shards: int, shard: int) -> tuple[int, int]:
+    """Rows [start, stop) of shard ``shard`` of ``shards`` over n combinations."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} outside 0..{shards - 1}")
+    return n * shard // shards, n * (shard + 1) // shards
+
+
+SAMPLE_SCHEMA = pa.schema([
+    ("sample", pa.int64()), ("k", pa.list_(pa.int64())), ("choice", pa.list_(pa.int64())),
+    ("layer_al", pa.list_(pa.float64())), ("layer_inertia", pa.list_(pa.float64())),
+    ("accuracy", pa.float64()), ("al", pa.float64()), ("cr", pa.float64()),
+])
+
+
+def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np.ndarray,
+                          baseline_accuracy: float, first_index: int = 0, what: str = "sample") -> pa.Table:
+    """Apply each combination to every shared layer and measure accuracy; one row each."""
+    ks = np.stack([cands.gather(cands.k, c) for c in choices]) if len(choices) else np.zeros((0, len(cands.sizes)), np.int64)
+    crs = compression_rates(cands.n_weights, ks) if len(choices) else np.zeros(0)
+    rows = []
+    progress = Progress(len(choices), what)
+    for i, c in enumerate(choices):
+        evaluator.apply(cands.codebooks_of(c))
+        acc = evaluator.accuracy()
+        rows.append({"sample": first_index + i, "k": ks[i].tolist(), "choice": c.tolist(),
+                     "layer_al": cands.gather(cands.al, c).tolist(),
+                     "layer_inertia": cands.gather(cands.inertia, c).tolist(),
+                     "accuracy": acc, "al": baseline_accuracy - acc, "cr": float(crs[i])})
+        progress.step(i + 1)
+    evaluator.restore()
+    return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)

@@ -1,0 +1,199 @@
+"""One function per workflow stage: read input files, compute with the library, write output files atomically.
+
+The workflow's scripts call these with the paths and params Snakemake gives
+them; tests call them directly. Nothing here knows about Snakemake.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from . import __version__
+from .candidates import CandidateSet, select_candidates
+from .data import check_npz, load_split, mnist_demo_splits
+from .evaluate import Evaluator
+from .io import atomic_path, read_json, read_parquet, write_json, write_parquet
+from .models import build_model, layer_records
+from .sampling import draw_combinations, evaluate_combinations, shard_bounds
+from .search import run_nsga2
+from .surrogate import fit_surrogate, plot_fit
+from .sweep import codebook_from_row, sweep_layer
+from .train import train_lenet5
+from .validate import evaluate_uniform, validate_front
+
+log = logging.getLogger("weight_sharing")
+
+
+def setup_logging(log_path: str | Path | None = None) -> None:
+    """Log to the rule's log file and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def _evaluator(model_cfg: dict, data_npz: str, split: str, evaluation: dict) -> Evaluator:
+    return Evaluator(build_model(model_cfg), load_split(data_npz, split),
+                     batch_size=int(evaluation["batch_size"]), device=evaluation["device"],
+                     precision=evaluation["precision"], channels_last=bool(evaluation["channels_last"]),
+                     compile=bool(evaluation["compile"]))
+
+
+def _layers(path) -> list[dict]:
+    return read_parquet(path).to_pylist()
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+def demo_data(out_npz: str, n_train: int, n_calib: int, n_test: int, seed: int) -> None:
+    """The shipped MNIST digits split into train/calib/test, saved as the evaluation .npz format."""
+    arrays = mnist_demo_splits(n_train, n_calib, n_test, seed)
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
+
+
+def demo_train(data_npz: str, out_checkpoint: str, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+    with np.load(data_npz) as z:
+        x, y, mean, std = z["x_train"], z["y_train"], z["mean"], z["std"]
+    model = train_lenet5(x, y, mean, std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    with atomic_path(out_checkpoint) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+# --- stages -------------------------------------------------------------------------------------
+
+def prepare(model_cfg: dict, data_npz: str, evaluation: dict, out_baseline: str, out_layers: str) -> None:
+    """Baseline top-1 on both splits and the table of shared layers."""
+    info = check_npz(data_npz)
+    model = build_model(model_cfg)
+    layers = layer_records(model)
+    baseline = {"code_version": __version__, "calib_images": info["calib"], "test_images": info["test"]}
+    for split in ("calib", "test"):
+        ev = _evaluator(model_cfg, data_npz, split, evaluation)
+        t = time.perf_counter()
+        baseline[f"{split}_accuracy"] = ev.accuracy()
+        log.info("baseline %s accuracy %.4f (%d images, %.2f s, %s)", split, baseline[f"{split}_accuracy"],
+                 ev.n, time.perf_counter() - t, ev.device)
+    baseline["shared_weights"] = int(sum(l["weights"] for l in layers))
+    baseline["layers"] = len(layers)
+    write_parquet(layers, out_layers)
+    write_json(baseline, out_baseline)
+
+
+def sweep(model_cfg: dict, data_npz: str, baseline_json: str, layer: str, grid: list[int],
+          max_bins: int, evaluation: dict, out: str) -> None:
+    baseline = read_json(baseline_json)
+    ev = _evaluator(model_cfg, data_npz, "calib", evaluation)
+    if layer not in ev.layers:
+        raise ValueError(f"sweep: layer {layer!r} is not a shared layer of the model")
+    table, cluster_s = sweep_layer(ev, layer, grid, baseline["calib_accuracy"], max_bins)
+    write_parquet(table, out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})
+
+
+def candidates(sweep_files: list[str], layers_parquet: str, baseline_json: str, bound: float, out: str) -> None:
+    layers = _layers(layers_parquet)
+    sweeps = {}
+    for f in sweep_files:
+        rows = read_parquet(f).to_pylist()
+        if rows:
+            sweeps[rows[0]["layer"]] = rows
+    missing = [l["name"] for l in layers if l["name"] not in sweeps]
+    if missing:
+        raise ValueError(f"candidates: no sweep for layers {missing}")
+    baseline = read_json(baseline_json)
+    table = select_candidates(sweeps, [l["name"] for l in layers], baseline["calib_accuracy"], bound)
+    write_parquet(table, out)
+    log.info("candidates: %d over %d layers", table.num_rows, len(layers))
+
+
+def sample(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
+           n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str) -> None:
+    """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split."""
+    cands = CandidateSet(read_parquet(candidates_parquet), _layers(layers_parquet))
+    choices = draw_combinations(cands.sizes, n, seed)
+    start, stop = shard_bounds(len(choices), shards, shard)
+    baseline = read_json(baseline_json)
+    ev = _evaluator(model_cfg, data_npz, "calib", evaluation)
+    t = time.perf_counter()
+    table = evaluate_combinations(ev, cands, choices[start:stop], baseline["calib_accuracy"], first_index=start)
+    dt = time.perf_counter() - t
+    log.info("sample shard %d/%d: %d combinations in %.1f s (%.0f images/s)", shard, shards, stop - start, dt,
+             (stop - start) * ev.n / max(dt, 1e-9))
+    write_parquet(table, out, metadata={"seconds": dt, "images": (stop - start) * ev.n})
+
+
+def merge_samples(shard_files: list[str], out: str) -> None:
+    tables = [read_parquet(f) for f in shard_files]
+    table = pa.concat_tables(tables).sort_by("sample")
+    write_parquet(table, out)
+
+
+def surrogate(samples_parquet: str, layers_parquet: str, folds: int, seed: int,
+              out_json: str, out_png: str, title: str) -> None:
+    samples = read_parquet(samples_parquet)
+    layers = [l["name"] for l in _layers(layers_parquet)]
+    x = np.array(samples.column("layer_al").to_pylist(), dtype=np.float64)
+    y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
+    model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed)
+    log.info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
+             model["rmse_heldout"], model["n_samples"])
+    with atomic_path(out_png) as tmp:
+        plot_fit(y, oof, model, tmp, title)
+    write_json(model, out_json)
+
+
+def search(candidates_parquet: str, layers_parquet: str, surrogate_json: str, pop_size: int,
+           generations: int, seed: int, out: str) -> None:
+    cands = CandidateSet(read_parquet(candidates_parquet), _layers(layers_parquet))
+    table = run_nsga2(cands, read_json(surrogate_json), pop_size, generations, seed)
+    log.info("search: %d non-dominated points, CR %.2f..%.2f", table.num_rows,
+             min(table.column("cr").to_pylist()), max(table.column("cr").to_pylist()))
+    write_parquet(table, out)
+
+
+def validate(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str,
+             front_parquet: str, baseline_json: str, bound: float, evaluation: dict, out: str) -> None:
+    cands = CandidateSet(read_parquet(candidates_parquet), _layers(layers_parquet))
+    baseline = read_json(baseline_json)
+    calib = _evaluator(model_cfg, data_npz, "calib", evaluation)
+    test = _evaluator(model_cfg, data_npz, "test", evaluation)
+    table = validate_front(read_parquet(front_parquet), cands, calib, test, baseline, bound)
+    write_parquet(table, out)
+
+
+def uniform(model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parquet: str, baseline_json: str,
+            k_values: list[int], evaluation: dict, out: str) -> None:
+    """Every layer the same K, for each K of ``k_values`` (capped per layer at its weight count)."""
+    layers = _layers(layers_parquet)
+    rows_by_layer = {}
+    for f in sweep_files:
+        rows = read_parquet(f).to_pylist()
+        rows_by_layer[rows[0]["layer"]] = {r["k"]: r for r in rows}
+    books = {}
+    for k in k_values:
+        per = {}
+        for l in layers:
+            kk = min(int(k), l["weights"])
+            if kk not in rows_by_layer[l["name"]]:
+                raise ValueError(f"uniform: K={kk} is not in the sweep of layer {l['name']!r}")
+            per[l["name"]] = codebook_from_row(rows_by_layer[l["name"]][kk])
+        books[int(k)] = per
+    baseline = read_json(baseline_json)
+    calib = _evaluator(model_cfg, data_npz, "calib", evaluation)
+    test = _evaluator(model_cfg, data_npz, "test", evaluation)
+    n_weights = np.array([l["weights"] for l in layers])
+    write_parquet(evaluate_uniform(books, n_weights, calib, test, baseline), out)

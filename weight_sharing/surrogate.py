@@ -1,0 +1,63 @@
+"""The paper's accuracy model: network AL as a linear function of the per-layer sweep AL.
+
+Fitted on the real samples; its quality is reported on samples it was not
+fitted on (k-fold out-of-fold predictions). Stored as JSON, never pickle.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import mean_squared_error, r2_score
+from sklearn.model_selection import KFold, cross_val_predict
+
+KINDS = ("linear",)
+
+
+def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
+                  folds: int = 5, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Fit AL_net = intercept + sum_l coef_l * AL_l; return the model dict and out-of-fold predictions."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(layers):
+        raise ValueError(f"surrogate: features {x.shape} do not match target {y.shape} and {len(layers)} layers")
+    if folds < 2:
+        raise ValueError(f"surrogate.folds must be >= 2, got {folds}")
+    if x.shape[0] < folds:
+        raise ValueError(f"surrogate: {x.shape[0]} samples, fewer than surrogate.folds={folds}")
+    oof = cross_val_predict(LinearRegression(), x, y, cv=KFold(folds, shuffle=True, random_state=seed))
+    reg = LinearRegression().fit(x, y)
+    model = {
+        "kind": "linear", "features": "layer_al", "layers": list(layers),
+        "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
+        "folds": folds, "seed": seed, "n_samples": int(x.shape[0]),
+        "r2_heldout": float(r2_score(y, oof)) if np.var(y) > 0 else float("nan"),
+        "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))),
+        "r2_train": float(reg.score(x, y)) if np.var(y) > 0 else float("nan"),
+    }
+    return model, oof
+
+
+def predict(model: dict, features: np.ndarray) -> np.ndarray:
+    """Predicted network AL for rows of per-layer AL."""
+    if model.get("kind") not in KINDS:
+        raise ValueError(f"surrogate: unknown kind {model.get('kind')!r}; allowed: {KINDS}")
+    return np.asarray(features, dtype=np.float64) @ np.asarray(model["coef"]) + model["intercept"]
+
+
+def plot_fit(measured: np.ndarray, predicted: np.ndarray, model: dict, path, title: str) -> None:
+    """Scatter of out-of-fold predicted vs measured AL (in percentage points)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    m, p = 100 * np.asarray(measured), 100 * np.asarray(predicted)
+    ax.scatter(m, p, s=6, alpha=0.5)
+    lo, hi = float(min(m.min(), p.min())), float(max(m.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("measured accuracy loss (pp, calibration)")
+    ax.set_ylabel("predicted accuracy loss (pp, out-of-fold)")
+    ax.set_title(f"{title}: R² = {model['r2_heldout']:.3f}, RMSE = {100 * model['rmse_heldout']:.2f} pp")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

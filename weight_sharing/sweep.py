@@ -1,0 +1,85 @@
+"""Layer sweep: approximate one layer at a time for every K of the grid and measure the network's accuracy."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from .compression import index_bits
+from .evaluate import Evaluator, Progress
+from .kmeans import Codebook, kmeans_grid
+
+log = logging.getLogger(__name__)
+
+SWEEP_SCHEMA = pa.schema([
+    ("layer", pa.string()), ("k", pa.int64()), ("bits", pa.int64()), ("codebook_size", pa.int64()),
+    ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()),
+    ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
+    ("seconds", pa.float64()),
+])
+
+
+def k_grid(k_min: int, k_max: int, count: int) -> list[int]:
+    """``count`` log-spaced K from k_min to k_max, rounded and de-duplicated (paper: 2..1024, 100)."""
+    if k_min < 1:
+        raise ValueError(f"sweep.k_min must be >= 1, got {k_min}")
+    if k_max < k_min:
+        raise ValueError(f"sweep.k_max ({k_max}) must be >= sweep.k_min ({k_min})")
+    if count < 1:
+        raise ValueError(f"sweep.k_count must be >= 1, got {count}")
+    if count == 1:
+        return [int(k_min)]
+    vals = np.rint(np.logspace(math.log10(k_min), math.log10(k_max), count)).astype(np.int64)
+    return sorted({int(v) for v in vals})
+
+
+def resolve_grid(sweep_cfg: dict) -> list[int]:
+    """The configured grid: an explicit ``k_values`` list, or the log-spaced k_min/k_max/k_count one."""
+    if sweep_cfg.get("k_values"):
+        ks = [int(k) for k in sweep_cfg["k_values"]]
+        bad = [k for k in ks if k < 1]
+        if bad:
+            raise ValueError(f"sweep.k_values: K must be >= 1, got {bad}")
+        return sorted(set(ks))
+    return k_grid(int(sweep_cfg["k_min"]), int(sweep_cfg["k_max"]), int(sweep_cfg["k_count"]))
+
+
+def layer_grid(grid: list[int], n_weights: int) -> list[int]:
+    """The grid capped at the layer's weight count (more clusters than weights means nothing)."""
+    return sorted({min(int(k), int(n_weights)) for k in grid})
+
+
+def codebook_from_row(row: dict) -> Codebook:
+    return Codebook(k=int(row["k"]), thresholds=np.asarray(row["thresholds"], dtype=np.float64),
+                    centroids=np.asarray(row["centroids"], dtype=np.float32),
+                    inertia=float(row["inertia"]))
+
+
+def sweep_layer(evaluator: Evaluator, layer: str, grid: list[int], baseline_accuracy: float,
+                max_bins: int) -> tuple[pa.Table, float]:
+    """One row per K: the codebook and the network's calibration accuracy with only this layer shared.
+
+    Returns the table and the clustering time (all K at once) in seconds.
+    """
+    weights = evaluator.originals[layer].detach().cpu().numpy().ravel()
+    ks = layer_grid(grid, weights.size)
+    t0 = time.perf_counter()
+    books = kmeans_grid(weights, ks, max_bins=max_bins)
+    cluster_s = time.perf_counter() - t0
+    log.info("%s: %d weights, %d K values clustered in %.2f s", layer, weights.size, len(ks), cluster_s)
+    rows = []
+    progress = Progress(len(ks), f"sweep {layer}")
+    for i, k in enumerate(ks):
+        cb = books[k]
+        t = time.perf_counter()
+        with evaluator.applied({layer: cb}):
+            acc = evaluator.accuracy()
+        rows.append({"layer": layer, "k": k, "bits": index_bits(k), "codebook_size": cb.size,
+                     "inertia": cb.inertia, "accuracy": acc, "al": baseline_accuracy - acc,
+                     "thresholds": cb.thresholds.tolist(), "centroids": cb.centroids.tolist(),
+                     "seconds": time.perf_counter() - t})
+        progress.step(i + 1)
+    return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA), cluster_s
