@@ -11,7 +11,10 @@ from weight_sharing import config as wscfg
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile replaces it rather than being merged into it
+if not config:
+
+    configfile: "config.yaml"
 
 
 validate(config, wscfg.SCHEMA_PATH)

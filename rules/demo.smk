@@ -25,6 +25,7 @@ rule demo_train:
         epochs=config["demo"]["epochs"],
         batch_size=config["demo"]["batch_size"],
         lr=config["demo"]["lr"],
+        dropout=config["demo"]["dropout"],
         seed=config["demo"]["seed"],
         code_version=CODE_VERSION,
     log:

@@ -6,6 +6,8 @@ rule surrogate:
         model=f"{RESULTS}/{{net}}/surrogate.json",
         plot=f"{RESULTS}/{{net}}/surrogate.png",
     params:
+        features=config["surrogate"]["features"],
+        positive=config["surrogate"]["positive"],
         folds=config["surrogate"]["folds"],
         seed=config["surrogate"]["seed"],
         code_version=CODE_VERSION,

@@ -57,6 +57,7 @@ class CandidateSet:
     def __init__(self, table: pa.Table, layers: list[dict]):
         self.layer_names = [l["name"] for l in layers]
         self.n_weights = np.array([l["weights"] for l in layers], dtype=np.int64)
+        energy = np.array([l.get("energy", 1.0) or 1.0 for l in layers], dtype=np.float64)
         rows = table.to_pylist()
         per_layer: list[list[dict]] = [[] for _ in layers]
         index = {n: i for i, n in enumerate(self.layer_names)}
@@ -79,6 +80,8 @@ class CandidateSet:
         for i, p in enumerate(per_layer):
             for j, r in enumerate(p):
                 self.k[i, j], self.al[i, j], self.inertia[i, j] = r["k"], r["al"], r["inertia"]
+        # relative quantisation noise: squared error over the layer's weight energy
+        self.noise = self.inertia / energy[:, None]
 
     def gather(self, what: np.ndarray, choice: np.ndarray) -> np.ndarray:
         """Per-layer values (``self.k``, ``self.al``, ...) of a (N, L) array of candidate indices."""

@@ -103,8 +103,12 @@ def check_network(config: dict, net: str) -> list[dict]:
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
     # one image through the model: the image shape fits, and the labels fit the classes
-    with torch.inference_mode():
-        out = model(torch.zeros(1, *info["image_shape"]))
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, *info["image_shape"]))
+    except RuntimeError as exc:
+        raise ConfigError(f"{key}.data.npz: images of shape {tuple(info['image_shape'])} do not fit "
+                          f"the model: {str(exc).splitlines()[0]}") from exc
     num_classes = int(out.shape[-1])
     try:
         check_npz(net_cfg["data"]["npz"], num_classes=num_classes)

@@ -12,21 +12,28 @@ BUILTIN = ("lenet5",)
 
 
 class LeNet5(nn.Module):
-    """LeNet-5: conv 6@5x5 pad 2, max-pool, conv 16@5x5, max-pool, fc 120, fc 84, fc classes; ReLU."""
+    """LeNet-5: conv 6@5x5 pad 2, max-pool, conv 16@5x5, max-pool, fc 120, fc 84, fc classes; ReLU.
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1):
+    ``dropout`` (before each fully connected layer) acts in training only; the
+    evaluated network and its state_dict do not depend on it.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
-            nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes),
-        )
+        self.conv1 = nn.Conv2d(in_chans, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+        self.dropout = dropout
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        drop = nn.functional.dropout
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2).flatten(1)
+        x = torch.relu(self.fc1(drop(x, self.dropout, self.training)))
+        x = torch.relu(self.fc2(drop(x, self.dropout, self.training)))
+        return self.fc3(drop(x, self.dropout, self.training))
 
 
 def architecture_names(source: str) -> list[str]:
@@ -140,9 +147,10 @@ def shared_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def layer_records(model: nn.Module) -> list[dict]:
-    """One record per shared layer: name, kind, shape, weights (count)."""
+    """One record per shared layer: name, kind, shape, weights (count), energy (sum of squared weights)."""
     return [{"name": name, "kind": layer_kind(m), "shape": list(m.weight.shape),
-             "weights": int(m.weight.numel())} for name, m in shared_layers(model)]
+             "weights": int(m.weight.numel()),
+             "energy": float(m.weight.detach().double().pow(2).sum())} for name, m in shared_layers(model)]
 
 
 def file_sha256(path: str | Path) -> str:

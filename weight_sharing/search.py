@@ -14,7 +14,7 @@ from pymoo.optimize import minimize
 from .candidates import CandidateSet
 from .compression import compression_rates
 from .pareto import pareto_mask
-from .surrogate import predict
+from .surrogate import design_matrix, predict
 
 
 class WeightSharingProblem(Problem):
@@ -30,7 +30,9 @@ class WeightSharingProblem(Problem):
         """Predicted AL and exact CR of a (N, L) array of candidate indices."""
         c = np.asarray(choice, dtype=np.int64)
         rows = np.arange(c.shape[1])
-        al = predict(self.surrogate, self.cands.al[rows, c])
+        x = design_matrix(self.surrogate["features"], {"layer_al": self.cands.al[rows, c],
+                                                       "layer_noise": self.cands.noise[rows, c]})
+        al = predict(self.surrogate, x)
         cr = compression_rates(self.cands.n_weights, self.cands.k[rows, c])
         return al, cr
 

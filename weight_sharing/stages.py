@@ -22,7 +22,7 @@ from .io import atomic_path, read_json, read_parquet, write_json, write_parquet
 from .models import build_model, layer_records
 from .sampling import draw_combinations, evaluate_combinations, shard_bounds
 from .search import run_nsga2
-from .surrogate import fit_surrogate, plot_fit
+from .surrogate import design_matrix, fit_surrogate, plot_fit
 from .sweep import codebook_from_row, sweep_layer
 from .train import train_lenet5
 from .validate import evaluate_uniform, validate_front
@@ -66,10 +66,12 @@ def demo_data(out_npz: str, n_train: int, n_calib: int, n_test: int, seed: int) 
     log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
 
 
-def demo_train(data_npz: str, out_checkpoint: str, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+def demo_train(data_npz: str, out_checkpoint: str, epochs: int, batch_size: int, lr: float, seed: int,
+               dropout: float) -> None:
     with np.load(data_npz) as z:
         x, y, mean, std = z["x_train"], z["y_train"], z["mean"], z["std"]
-    model = train_lenet5(x, y, mean, std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    model = train_lenet5(x, y, mean, std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         dropout=dropout)
     with atomic_path(out_checkpoint) as tmp:
         torch.save(model.state_dict(), tmp)
 
@@ -142,13 +144,17 @@ def merge_samples(shard_files: list[str], out: str) -> None:
     write_parquet(table, out)
 
 
-def surrogate(samples_parquet: str, layers_parquet: str, folds: int, seed: int,
-              out_json: str, out_png: str, title: str) -> None:
+def surrogate(samples_parquet: str, layers_parquet: str, features: list[str], positive: bool, folds: int,
+              seed: int, out_json: str, out_png: str, title: str) -> None:
     samples = read_parquet(samples_parquet)
-    layers = [l["name"] for l in _layers(layers_parquet)]
-    x = np.array(samples.column("layer_al").to_pylist(), dtype=np.float64)
+    layer_table = _layers(layers_parquet)
+    layers = [l["name"] for l in layer_table]
+    energy = np.array([l["energy"] for l in layer_table], dtype=np.float64)
+    per_layer = {"layer_al": np.array(samples.column("layer_al").to_pylist(), dtype=np.float64),
+                 "layer_noise": np.array(samples.column("layer_inertia").to_pylist(), dtype=np.float64) / energy}
+    x = design_matrix(features, per_layer)
     y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
-    model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed)
+    model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed, feature_names=features, positive=positive)
     log.info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
              model["rmse_heldout"], model["n_samples"])
     with atomic_path(out_png) as tmp:

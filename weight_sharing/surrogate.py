@@ -1,7 +1,15 @@
-"""The paper's accuracy model: network AL as a linear function of the per-layer sweep AL.
+"""Accuracy model: network AL as a linear function of per-layer features of the chosen K.
 
-Fitted on the real samples; its quality is reported on samples it was not
-fitted on (k-fold out-of-fold predictions). Stored as JSON, never pickle.
+The paper's model uses one feature per layer, the layer's sweep AL
+(``features: [layer_al]``). The sweep AL is measured on a finite calibration
+split, so for robust layers it is mostly noise (often 0 or negative), and a
+search driven by it alone cannot tell K=4 from K=16. ``layer_noise``, the
+layer's relative quantisation noise (k-means inertia over the sum of squared
+weights), is exact and strictly falls with K; adding it and keeping the
+coefficients non-negative (more error in a layer never helps) gives the
+search a proper trade-off. Fitted on the real samples; its quality is
+reported on samples it was not fitted on (k-fold out-of-fold predictions).
+Stored as JSON, never pickle.
 """
 from __future__ import annotations
 
@@ -11,23 +19,35 @@ from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
 KINDS = ("linear",)
+FEATURES = ("layer_al", "layer_noise")
+
+
+def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray:
+    """Columns: each named feature for every layer, in order (N, len(features) * L)."""
+    bad = [f for f in feature_names if f not in FEATURES]
+    if bad or not feature_names:
+        raise ValueError(f"surrogate.features: {bad or feature_names}; allowed: {list(FEATURES)}")
+    return np.hstack([np.atleast_2d(np.asarray(per_layer[f], dtype=np.float64)) for f in feature_names])
 
 
 def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
-                  folds: int = 5, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Fit AL_net = intercept + sum_l coef_l * AL_l; return the model dict and out-of-fold predictions."""
+                  folds: int = 5, seed: int = 0, feature_names=("layer_al",),
+                  positive: bool = False) -> tuple[dict, np.ndarray]:
+    """Fit AL_net = intercept + coef . features; return the model dict and out-of-fold predictions."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(layers):
-        raise ValueError(f"surrogate: features {x.shape} do not match target {y.shape} and {len(layers)} layers")
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(layers) * len(feature_names):
+        raise ValueError(f"surrogate: features {x.shape} do not match target {y.shape}, {len(layers)} layers "
+                         f"and features {list(feature_names)}")
     if folds < 2:
         raise ValueError(f"surrogate.folds must be >= 2, got {folds}")
     if x.shape[0] < folds:
         raise ValueError(f"surrogate: {x.shape[0]} samples, fewer than surrogate.folds={folds}")
-    oof = cross_val_predict(LinearRegression(), x, y, cv=KFold(folds, shuffle=True, random_state=seed))
-    reg = LinearRegression().fit(x, y)
+    oof = cross_val_predict(LinearRegression(positive=positive), x, y,
+                            cv=KFold(folds, shuffle=True, random_state=seed))
+    reg = LinearRegression(positive=positive).fit(x, y)
     model = {
-        "kind": "linear", "features": "layer_al", "layers": list(layers),
+        "kind": "linear", "features": list(feature_names), "positive": bool(positive), "layers": list(layers),
         "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
         "folds": folds, "seed": seed, "n_samples": int(x.shape[0]),
         "r2_heldout": float(r2_score(y, oof)) if np.var(y) > 0 else float("nan"),
@@ -38,7 +58,7 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
 
 
 def predict(model: dict, features: np.ndarray) -> np.ndarray:
-    """Predicted network AL for rows of per-layer AL."""
+    """Predicted network AL for rows of the design matrix (see ``design_matrix``)."""
     if model.get("kind") not in KINDS:
         raise ValueError(f"surrogate: unknown kind {model.get('kind')!r}; allowed: {KINDS}")
     return np.asarray(features, dtype=np.float64) @ np.asarray(model["coef"]) + model["intercept"]

@@ -3,5 +3,5 @@ from weight_sharing import stages
 
 stages.setup_logging(snakemake.log[0])
 p = snakemake.params
-stages.surrogate(snakemake.input.samples, snakemake.input.layers, p.folds, p.seed,
+stages.surrogate(snakemake.input.samples, snakemake.input.layers, p.features, p.positive, p.folds, p.seed,
                  snakemake.output.model, snakemake.output.plot, title=snakemake.wildcards.net)

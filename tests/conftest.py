@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+import torch
+
+from weight_sharing.models import LeNet5
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """A small evaluation .npz in the documented format (random digits-shaped data)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_calib=rng.integers(0, 256, (40, 1, 28, 28), dtype=np.uint8),
+             y_calib=rng.integers(0, 10, 40), x_test=rng.integers(0, 256, (60, 1, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 60), mean=np.array([0.13]), std=np.array([0.31]))
+    return path
+
+
+@pytest.fixture
+def lenet_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "lenet.pt"
+    torch.save(LeNet5().state_dict(), path)
+    return path

@@ -1,0 +1,117 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from weight_sharing.config import ConfigError, check_config, validate_schema
+from weight_sharing.models import LeNet5
+
+
+def base_config(npz, ckpt):
+    return validate_schema({"networks": {"net": {
+        "category": "heavy", "model": {"source": "builtin", "arch": "lenet5", "checkpoint": str(ckpt)},
+        "data": {"npz": str(npz)}}}})
+
+
+def test_valid_config_gives_layer_table(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    assert cfg["sweep"]["k_max"] == 1024 and cfg["bounds"]["heavy"] == 0.99  # defaults filled
+    layers = check_config(cfg)["net"]
+    assert [l["name"] for l in layers] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert [l["weights"] for l in layers] == [150, 2400, 48000, 10080, 840]
+
+
+@pytest.mark.parametrize("path,value,match", [
+    (("networks", "net", "category"), "medium", "category"),
+    (("networks", "net", "bound"), 1.5, "bound"),
+    (("networks", "net", "bound"), 0, "bound"),
+    (("sweep", "k_min"), 0, "k_min"),
+    (("sweep", "k_values"), [4, 0], "k_values"),
+    (("networks", "net", "model", "source"), "keras", "source"),
+])
+def test_schema_errors_name_the_key(tiny_npz, lenet_checkpoint, path, value, match):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    node = cfg
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=match):
+        validate_schema(cfg)
+
+
+def test_unknown_architecture(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["networks"]["net"]["model"].update(source="timm", arch="resnet_does_not_exist")
+    with pytest.raises(ConfigError, match="networks.net.model.arch: 'resnet_does_not_exist' is not a timm"):
+        check_config(cfg)
+
+
+def test_missing_files(tiny_npz, lenet_checkpoint, tmp_path):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["networks"]["net"]["model"]["checkpoint"] = str(tmp_path / "nope.pt")
+    with pytest.raises(ConfigError, match="model.checkpoint: file .*nope.pt.* does not exist"):
+        check_config(cfg)
+    cfg = base_config(tmp_path / "nope.npz", lenet_checkpoint)
+    with pytest.raises(ConfigError, match="nope.npz.*does not exist"):
+        check_config(cfg)
+
+
+def test_checkpoint_of_another_architecture(tiny_npz, tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(LeNet5(num_classes=7).state_dict(), path)
+    with pytest.raises(ConfigError, match="does not fit the architecture: shape mismatch .*fc3.weight"):
+        check_config(base_config(tiny_npz, path))
+    torch.save({"not": "a state dict"}, path)
+    with pytest.raises(ConfigError, match="does not fit the architecture"):
+        check_config(base_config(tiny_npz, path))
+
+
+def write_npz(path, **over):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_calib=rng.integers(0, 256, (5, 1, 28, 28), dtype=np.uint8), y_calib=np.arange(5),
+                  x_test=rng.integers(0, 256, (5, 1, 28, 28), dtype=np.uint8), y_test=np.arange(5),
+                  mean=np.array(0.1), std=np.array(0.3))
+    arrays.update(over)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"y_test": np.array([0, 1, 2, 3, 10])}, "y_test has label 10, allowed 0..9"),
+    ({"y_calib": np.array([0, -1, 2, 3, 4])}, "y_calib has label -1"),
+    ({"x_calib": np.zeros((0, 1, 28, 28), np.uint8), "y_calib": np.zeros(0, np.int64)}, "split 'calib' is empty"),
+    ({"x_test": np.zeros((5, 1, 28, 28), np.float32)}, "x_test must be uint8"),
+    ({"std": None}, "missing arrays \\['std'\\]"),
+    ({"std": np.array([0.0])}, "std must be > 0"),
+    ({"y_test": np.arange(4)}, "one label per image"),
+])
+def test_bad_data(tmp_path, lenet_checkpoint, over, match):
+    npz = write_npz(tmp_path / "d.npz", **over)
+    with pytest.raises(ConfigError, match=match):
+        check_config(base_config(npz, lenet_checkpoint))
+
+
+def test_image_shape_must_fit_model(tmp_path, lenet_checkpoint):
+    npz = write_npz(tmp_path / "d.npz", x_calib=np.zeros((5, 3, 28, 28), np.uint8),
+                    x_test=np.zeros((5, 3, 28, 28), np.uint8))
+    with pytest.raises(ConfigError, match=r"images of shape \(3, 28, 28\) do not fit the model"):
+        check_config(base_config(npz, lenet_checkpoint))
+
+
+def test_demo_network_rules():
+    cfg = validate_schema({"networks": {"d": {"category": "light", "demo": True,
+                                              "model": {"source": "timm", "arch": "resnet18"}}}})
+    with pytest.raises(ConfigError, match="demo trains the built-in LeNet-5"):
+        check_config(cfg)
+    cfg = validate_schema({"networks": {"d": {"category": "light", "demo": True,
+                                              "model": {"source": "builtin", "arch": "lenet5"}}}})
+    assert len(check_config(copy.deepcopy(cfg))["d"]) == 5
+
+
+def test_uniform_k_max_below_grid(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["uniform"]["k_max"] = 1
+    with pytest.raises(ConfigError, match="uniform.k_max"):
+        check_config(cfg)

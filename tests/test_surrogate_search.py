@@ -1,0 +1,115 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from weight_sharing.candidates import CandidateSet
+from weight_sharing.compression import compression_rates
+from weight_sharing.pareto import pareto_mask
+from weight_sharing.sampling import draw_combinations, shard_bounds
+from weight_sharing.search import run_nsga2
+from weight_sharing.surrogate import design_matrix, fit_surrogate, predict
+
+
+def test_surrogate_recovers_known_linear_model():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.05, size=(400, 4))
+    coef, intercept = np.array([1.0, 0.5, 2.0, 0.0]), 0.003
+    y = x @ coef + intercept + rng.normal(0, 1e-4, 400)
+    model, oof = fit_surrogate(x, y, ["a", "b", "c", "d"], folds=5, seed=0)
+    assert np.allclose(model["coef"], coef, atol=0.01)
+    assert model["intercept"] == pytest.approx(intercept, abs=1e-3)
+    assert model["r2_heldout"] > 0.99
+    assert model["rmse_heldout"] == pytest.approx(1e-4, rel=0.3)
+    assert np.allclose(predict(model, x), x @ np.array(model["coef"]) + model["intercept"])
+    assert oof.shape == y.shape
+
+
+def test_surrogate_heldout_score_exposes_noise():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(200, 3))
+    y = rng.uniform(size=200)  # unrelated
+    model, _ = fit_surrogate(x, y, ["a", "b", "c"], folds=4, seed=0)
+    assert model["r2_heldout"] < 0.05
+
+
+def test_positive_coefficients_and_design_matrix():
+    rng = np.random.default_rng(2)
+    al, noise = rng.uniform(size=(300, 2)), rng.uniform(size=(300, 2))
+    x = design_matrix(["layer_al", "layer_noise"], {"layer_al": al, "layer_noise": noise})
+    assert x.shape == (300, 4) and np.array_equal(x[:, 2:], noise)
+    y = x @ np.array([1.0, -0.5, 0.2, 0.0]) + rng.normal(0, 0.01, 300)
+    free, _ = fit_surrogate(x, y, ["a", "b"], feature_names=["layer_al", "layer_noise"])
+    pos, _ = fit_surrogate(x, y, ["a", "b"], feature_names=["layer_al", "layer_noise"], positive=True)
+    assert min(free["coef"]) < -0.4
+    assert min(pos["coef"]) >= 0
+    with pytest.raises(ValueError, match="allowed"):
+        design_matrix(["layer_magic"], {})
+
+
+def test_surrogate_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="folds"):
+        fit_surrogate(np.zeros((10, 2)), np.zeros(10), ["a", "b"], folds=1)
+    with pytest.raises(ValueError, match="do not match"):
+        fit_surrogate(np.zeros((10, 2)), np.zeros(9), ["a", "b"])
+
+
+def test_pareto_mask():
+    cr = [1, 2, 3, 3, 2]
+    al = [0.0, 0.1, 0.2, 0.3, 0.2]
+    assert pareto_mask(cr, al).tolist() == [True, True, True, False, False]
+
+
+def test_draw_is_seeded_distinct_and_shard_independent():
+    sizes = np.array([3, 4, 5])
+    a = draw_combinations(sizes, 40, seed=7)
+    assert np.array_equal(a, draw_combinations(sizes, 40, seed=7))
+    assert len({r.tobytes() for r in a}) == 40
+    assert (a >= 0).all() and (a < sizes).all()
+    assert len(draw_combinations(sizes, 1000, seed=0)) == 60  # whole space
+    for shards in (1, 3, 7):
+        parts = [a[slice(*shard_bounds(len(a), shards, s))] for s in range(shards)]
+        assert np.array_equal(np.concatenate(parts), a)
+
+
+def make_candidates(n_layers=4, per_layer=5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows, layers = [], []
+    for l in range(n_layers):
+        layers.append({"name": f"l{l}", "weights": int(rng.integers(100, 5000))})
+        for j, k in enumerate([2, 4, 8, 16, 32][:per_layer]):
+            rows.append({"layer": f"l{l}", "k": k, "al": float(0.05 / (j + 1) * rng.uniform(0.5, 1.5)),
+                         "inertia": 1.0 / k, "thresholds": [0.0] * (k - 1), "centroids": [0.0] * k})
+    return CandidateSet(pa.Table.from_pylist(rows), layers)
+
+
+def test_nsga2_returns_non_dominated_exact_points():
+    cands = make_candidates()
+    surrogate = {"kind": "linear", "features": ["layer_al"], "layers": cands.layer_names,
+                 "coef": [1.0, 0.8, 1.2, 0.5], "intercept": 0.0}
+    front = run_nsga2(cands, surrogate, pop_size=40, generations=60, seed=1)
+    choice = np.array(front.column("choice").to_pylist())
+    cr = np.array(front.column("cr").to_pylist())
+    al = np.array(front.column("predicted_al").to_pylist())
+    assert len(front) >= 5
+    assert pareto_mask(cr, al).all()
+    ks = np.array(front.column("k").to_pylist())
+    assert np.allclose(cr, compression_rates(cands.n_weights, ks))
+    assert np.allclose(al, predict(surrogate, np.stack([cands.gather(cands.al, c) for c in choice])))
+    # exhaustive check: no point of the whole space dominates a returned point
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in cands.sizes], indexing="ij"), -1).reshape(-1, 4)
+    all_cr = compression_rates(cands.n_weights, np.stack([cands.gather(cands.k, c) for c in grid]))
+    all_al = predict(surrogate, np.stack([cands.gather(cands.al, c) for c in grid]))
+    true_front = pareto_mask(all_cr, all_al)
+    for c, a in zip(cr, al):
+        dominated = (all_cr >= c) & (all_al <= a) & ((all_cr > c + 1e-12) | (all_al < a - 1e-12))
+        assert not dominated.any()
+    assert len(front) >= 0.8 * true_front.sum()
+
+
+def test_nsga2_seeded():
+    cands = make_candidates(seed=3)
+    surrogate = {"kind": "linear", "features": ["layer_al", "layer_noise"], "layers": cands.layer_names,
+                 "coef": [1.0] * 8, "intercept": 0.0}
+    a = run_nsga2(cands, surrogate, 20, 20, seed=5)
+    b = run_nsga2(cands, surrogate, 20, 20, seed=5)
+    assert a.equals(b)

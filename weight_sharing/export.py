@@ -1,0 +1,248 @@
+"""The compressed model as a file: codebooks plus bit-packed indices in safetensors, and its loader.
+
+Layout of a ``.safetensors`` export (format version 1):
+- for each shared layer ``L``: ``L.weight.codebook`` (float32, the shared values) and
+  ``L.weight.indices`` (uint8, the layer's indices packed at ceil(log2 K) bits each,
+  least significant bit first, in the weight's row-major order);
+- every other tensor of the state_dict (biases, normalisation, buffers) as it is;
+- metadata (strings): format name and version, the architecture (source, name,
+  kwargs), each shared layer's shape, K and bit width, the source checkpoint's
+  SHA-256, accuracy, CR, and a SHA-256 over all tensor bytes that the loader
+  checks, so a corrupted file is refused instead of giving a silently wrong model.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from .compression import index_bits
+from .io import atomic_path
+from .kmeans import Codebook
+from .models import create_model, shared_layers
+
+FORMAT_NAME = "weight-sharing-packed"
+FORMAT_VERSION = 1
+CODEBOOK, INDICES = ".weight.codebook", ".weight.indices"
+
+
+class ExportFormatError(ValueError):
+    """The file is not a valid export of this format (truncated, corrupted, foreign or too new)."""
+
+
+def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
+    """Pack non-negative integers < 2**width into a uint8 stream, ``width`` bits each, LSB first."""
+    v = np.asarray(values, dtype=np.int64).ravel()
+    if width == 0:
+        if v.size and v.max() > 0:
+            raise ValueError("width 0 can only hold zeros")
+        return np.zeros(0, dtype=np.uint8)
+    if not 1 <= width <= 32:
+        raise ValueError(f"bit width must be in 0..32, got {width}")
+    if v.size and (v.min() < 0 or v.max() >= (1 << width)):
+        raise ValueError(f"values must lie in 0..{(1 << width) - 1} for width {width}")
+    bits = ((v[:, None] >> np.arange(width)) & 1).astype(np.uint8)
+    return np.packbits(bits.ravel(), bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, width: int, count: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: ``count`` integers of ``width`` bits."""
+    if width == 0:
+        return np.zeros(count, dtype=np.int64)
+    needed = math.ceil(count * width / 8)
+    if len(packed) != needed:
+        raise ExportFormatError(f"packed indices hold {len(packed)} bytes, expected {needed} "
+                                f"for {count} values of {width} bits")
+    bits = np.unpackbits(np.asarray(packed, dtype=np.uint8), count=count * width, bitorder="little")
+    return (bits.reshape(count, width).astype(np.int64) << np.arange(width)).sum(axis=1)
+
+
+def huffman_bits(counts: np.ndarray) -> int:
+    """Total bits of the symbols coded with an optimal prefix (Huffman) code of these frequencies."""
+    c = [int(x) for x in np.asarray(counts).ravel() if x > 0]
+    if len(c) <= 1:
+        return sum(c)  # a single symbol still needs one bit per occurrence to be decodable in a stream
+    heap = list(c)
+    heapq.heapify(heap)
+    total = 0
+    while len(heap) > 1:
+        a, b = heapq.heappop(heap), heapq.heappop(heap)
+        total += a + b  # each merge adds one bit to every symbol below it
+        heapq.heappush(heap, a + b)
+    return total
+
+
+def _payload_hash(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(name.encode())
+        h.update(str(arr.dtype).encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], architecture: dict,
+                      path: str | Path, extra_metadata: dict | None = None) -> dict:
+    """Write ``model`` with ``codebooks`` applied as a packed safetensors file; return size figures.
+
+    ``architecture``: {"source", "arch", "kwargs"}, enough to rebuild the module tree.
+    """
+    layers = dict(shared_layers(model))
+    missing = [n for n in layers if n not in codebooks]
+    if missing:
+        raise ValueError(f"export: no codebook for shared layers {missing}")
+    tensors: dict[str, np.ndarray] = {}
+    shared_meta = []
+    index_bytes = codebook_bytes = huffman_total = 0
+    for name, module in layers.items():
+        cb = codebooks[name]
+        w = module.weight.detach().cpu().float().numpy()
+        idx = np.searchsorted(cb.thresholds, w.ravel(), side="right")
+        width = index_bits(cb.k)
+        packed = pack_bits(idx, width)
+        tensors[name + CODEBOOK] = np.asarray(cb.centroids, dtype=np.float32)
+        tensors[name + INDICES] = packed
+        index_bytes += packed.nbytes
+        codebook_bytes += cb.centroids.astype(np.float32).nbytes
+        huffman_total += math.ceil(huffman_bits(np.bincount(idx, minlength=cb.size)) / 8)
+        shared_meta.append({"name": name, "shape": list(w.shape), "k": int(cb.k), "bits": width,
+                            "codebook_size": int(cb.size)})
+    shared_keys = {n + ".weight" for n in layers}
+    for key, value in model.state_dict().items():
+        if key not in shared_keys:
+            tensors[key] = value.detach().cpu().numpy()
+    metadata = {
+        "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+        "architecture": json.dumps({"source": architecture["source"], "arch": architecture["arch"],
+                                    "kwargs": architecture.get("kwargs") or {}}),
+        "shared_layers": json.dumps(shared_meta),
+        "payload_sha256": _payload_hash(tensors),
+    }
+    for k, v in (extra_metadata or {}).items():
+        metadata[k] = v if isinstance(v, str) else json.dumps(v)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return {"file_bytes": Path(path).stat().st_size, "index_bytes": index_bytes,
+            "codebook_bytes": codebook_bytes, "huffman_index_bytes": huffman_total}
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The export's metadata (checks the format name and version, not the payload)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ExportFormatError(f"{str(path)!r} is truncated (no safetensors header)")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or n > path.stat().st_size - 8:
+                raise ExportFormatError(f"{str(path)!r} is truncated or not a safetensors file "
+                                        f"(header of {n} bytes in a {path.stat().st_size}-byte file)")
+            header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportFormatError(f"{str(path)!r}: corrupted safetensors header ({exc})") from exc
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME:
+        raise ExportFormatError(f"{str(path)!r} is not a weight-sharing export (format {meta.get('format')!r}, "
+                                f"expected {FORMAT_NAME!r})")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError as exc:
+        raise ExportFormatError(f"{str(path)!r}: bad format_version {meta.get('format_version')!r}") from exc
+    if version > FORMAT_VERSION:
+        raise ExportFormatError(f"{str(path)!r} has format version {version}, newer than this library "
+                                f"reads (up to {FORMAT_VERSION}); upgrade weight-sharing")
+    return meta
+
+
+def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the compressed model from the file alone (plus timm/torchvision/built-in code).
+
+    Returns the model in eval mode and the metadata (JSON fields decoded).
+    Raises ExportFormatError for a truncated, corrupted, foreign or too-new file,
+    or one whose tensors do not fit its architecture.
+    """
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ExportFormatError(f"{str(path)!r}: cannot read tensors ({exc}); the file is truncated or corrupted") from exc
+    if _payload_hash(tensors) != meta.get("payload_sha256"):
+        raise ExportFormatError(f"{str(path)!r}: tensor data does not match its checksum; the file is corrupted")
+    arch = json.loads(meta["architecture"])
+    if expected_arch is not None and arch["arch"] != expected_arch:
+        raise ExportFormatError(f"{str(path)!r} holds a {arch['arch']!r} model, expected {expected_arch!r}")
+    model = create_model({"source": arch["source"], "arch": arch["arch"], "kwargs": arch["kwargs"],
+                          "pretrained": False})
+    state = {}
+    shared = json.loads(meta["shared_layers"])
+    own = model.state_dict()
+    for layer in shared:
+        key = layer["name"] + ".weight"
+        if key not in own or list(own[key].shape) != layer["shape"]:
+            raise ExportFormatError(f"{str(path)!r}: shared layer {layer['name']!r} {layer['shape']} does not "
+                                    f"fit the architecture {arch['arch']!r}")
+        count = int(np.prod(layer["shape"]))
+        codebook = tensors.pop(layer["name"] + CODEBOOK)
+        idx = unpack_bits(tensors.pop(layer["name"] + INDICES), layer["bits"], count)
+        if idx.size and idx.max() >= len(codebook):
+            raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r} has an index beyond its codebook")
+        state[key] = torch.from_numpy(codebook[idx].reshape(layer["shape"]))
+    state.update({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ExportFormatError(f"{str(path)!r} does not fit the architecture {arch['arch']!r}: "
+                                f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ExportFormatError(f"{str(path)!r} does not fit the architecture {arch['arch']!r}: {exc}") from exc
+    decoded = dict(meta)
+    for k in ("architecture", "shared_layers"):
+        decoded[k] = json.loads(meta[k])
+    return model.eval(), decoded
+
+
+def main(argv=None) -> int:
+    """CLI: print an export's metadata and, with --npz, its top-1 accuracy on a split."""
+    parser = argparse.ArgumentParser(prog="weight-sharing-load", description=main.__doc__)
+    parser.add_argument("file", help="a .safetensors export")
+    parser.add_argument("--npz", help="evaluation .npz (x_calib/y_calib/x_test/y_test, mean, std)")
+    parser.add_argument("--split", default="test", choices=["calib", "test"])
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        model, meta = load_compressed(args.file)
+    except (ExportFormatError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    layers = meta["shared_layers"]
+    print(f"{args.file}: {meta['architecture']['source']}/{meta['architecture']['arch']}, "
+          f"{len(layers)} shared layers, K = {[l['k'] for l in layers]}")
+    for key in ("cr", "test_accuracy", "source_checkpoint_sha256"):
+        if key in meta:
+            print(f"  {key}: {meta[key]}")
+    if args.npz:
+        from .data import load_split
+        from .evaluate import Evaluator
+        acc = Evaluator(model, load_split(args.npz, args.split), device=args.device).accuracy()
+        print(f"  top-1 on {args.split}: {acc:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
