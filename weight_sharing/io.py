@@ -55,7 +55,7 @@ def parquet_metadata(path: str | Path) -> dict:
 
 def write_json(obj, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path):
