@@ -43,6 +43,7 @@ include: "rules/sample.smk"
 include: "rules/surrogate.smk"
 include: "rules/search.smk"
 include: "rules/validate.smk"
+include: "rules/export.smk"
 include: "rules/report.smk"
 
 

@@ -7,6 +7,7 @@ rule report:
         predicted=f"{RESULTS}/{{net}}/front_predicted.parquet",
         validated=f"{RESULTS}/{{net}}/front_validated.parquet",
         uniform=f"{RESULTS}/{{net}}/uniform.parquet",
+        export=f"{RESULTS}/{{net}}/export.parquet",
         bench_prepare=f"{RESULTS}/{{net}}/benchmarks/prepare.tsv",
         bench_sweep=sweep_benchmarks,
         bench_candidates=f"{RESULTS}/{{net}}/benchmarks/candidates.tsv",
@@ -15,6 +16,7 @@ rule report:
         bench_search=f"{RESULTS}/{{net}}/benchmarks/search.tsv",
         bench_validate=f"{RESULTS}/{{net}}/benchmarks/validate.tsv",
         bench_uniform=f"{RESULTS}/{{net}}/benchmarks/uniform.tsv",
+        bench_export=f"{RESULTS}/{{net}}/benchmarks/export.tsv",
     output:
         sensitivity=f"{RESULTS}/{{net}}/report/sensitivity.png",
         fronts=f"{RESULTS}/{{net}}/report/fronts.png",

@@ -69,6 +69,24 @@ def test_uniform_256_loses_almost_nothing(run):
     assert rows[2]["cr"] > rows[256]["cr"]
 
 
+def test_export_reloads_to_the_validated_model(run):
+    net = run / "results/tiny"
+    rows = pq.read_table(net / "export.parquet").to_pylist()
+    assert [r["target"] for r in rows] == [1.0, 1.5]
+    validated = pq.read_table(net / "front_validated.parquet").to_pylist()
+    for r in rows:
+        path = net / "export" / r["file"]
+        assert path.is_file() and path.stat().st_size == r["file_bytes"]
+        assert r["predictions_equal"]
+        assert any(v["k"] == r["k"] and v["test_accuracy"] == r["test_accuracy"] for v in validated)
+        assert r["packed_shared_bytes"] == r["index_bytes"] + r["codebook_bytes"]
+        assert r["cr_on_disk"] == pytest.approx(r["shared_float_bytes"] / r["packed_shared_bytes"])
+        assert r["cr_huffman"] >= r["cr_on_disk"] * 0.999
+    from weight_sharing.export import load_compressed
+    model, meta = load_compressed(net / "export" / rows[0]["file"])
+    assert meta["architecture"]["arch"] == "lenet5" and json.loads(meta["k"]) == rows[0]["k"]
+
+
 def test_bad_config_stops_before_any_work(tmp_path):
     cfg = copy.deepcopy(TINY)
     cfg["networks"]["tiny"]["bound"] = 1.5

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json, write_text  # noqa: E402
 from .pareto import best_cr_within  # noqa: E402
 
-STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform")
+STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")
 
 
 def benchmark_seconds(files: list[str]) -> float:
@@ -80,7 +80,7 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
 
 
 def network_summary(net: str, category: str, bound: float, baseline_json: str, layers_parquet: str,
-                    surrogate_json: str, validated_parquet: str, uniform_parquet: str,
+                    surrogate_json: str, validated_parquet: str, uniform_parquet: str, export_parquet: str,
                     stage_benchmarks: dict[str, list[str]]) -> dict:
     """One row of the summary: the paper's table columns plus the uniform reference and stage times."""
     baseline = read_json(baseline_json)
@@ -116,6 +116,18 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
         tag = f"{round(level * 100)}"
         row[f"best_cr_{tag}"] = best_cr_within(vcr, vacc, level * base)
         row[f"uniform_cr_{tag}"] = best_cr_within(ucr, uacc, level * base)
+    exported = read_parquet(export_parquet).to_pylist()
+    first = exported[0] if exported else {}
+    row["export_target"] = first.get("target")
+    row["export_meets_target"] = first.get("meets_target")
+    row["export_cr"] = first.get("cr")
+    row["export_file_bytes"] = first.get("file_bytes")
+    row["export_packed_shared_bytes"] = first.get("packed_shared_bytes")
+    row["shared_float_bytes"] = first.get("shared_float_bytes")
+    row["checkpoint_bytes"] = first.get("checkpoint_bytes")
+    row["export_cr_on_disk"] = first.get("cr_on_disk")
+    row["export_cr_huffman"] = first.get("cr_huffman")
+    row["export_file_ratio"] = first.get("file_ratio")
     total = 0.0
     for stage in STAGES:
         s = benchmark_seconds(stage_benchmarks.get(stage, []))
@@ -127,14 +139,15 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
 
 def network_report(net: str, category: str, bound: float, baseline_json: str, layers_parquet: str,
                    sweep_files: list[str], surrogate_json: str, predicted_parquet: str,
-                   validated_parquet: str, uniform_parquet: str, stage_benchmarks: dict[str, list[str]],
-                   out_sensitivity: str, out_fronts: str, out_summary: str) -> dict:
+                   validated_parquet: str, uniform_parquet: str, export_parquet: str,
+                   stage_benchmarks: dict[str, list[str]], out_sensitivity: str, out_fronts: str,
+                   out_summary: str) -> dict:
     baseline = read_json(baseline_json)
     plot_sensitivity(sweep_files, out_sensitivity, net)
     plot_fronts(read_parquet(predicted_parquet), read_parquet(validated_parquet), read_parquet(uniform_parquet),
                 baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})")
     row = network_summary(net, category, bound, baseline_json, layers_parquet, surrogate_json,
-                          validated_parquet, uniform_parquet, stage_benchmarks)
+                          validated_parquet, uniform_parquet, export_parquet, stage_benchmarks)
     write_json(row, out_summary)
     return row
 
@@ -169,6 +182,21 @@ def summary_markdown(rows: list[dict]) -> str:
             f"| {_fmt(r['best_cr_99'])} / {_fmt(r['best_cr_98'])} "
             f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {r['front_points']} "
             f"| {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) | {r['time_total_s']:.0f} |")
+    lines += ["", "## Exported model (best CR within the bound)", "",
+              "Sizes measured on disk. Shared float32: the shared layers' weights as float32 (4 bytes each); "
+              "packed: their indices at ceil(log2 K) bits plus codebooks, as stored in the export; file: the whole "
+              "export (with biases, normalisation and metadata) against the whole source checkpoint; Huffman: the "
+              "indices entropy-coded per layer (computed, not stored).", "",
+              "| network | file | CR (formula) | shared float32 [B] | packed [B] | CR on disk | CR Huffman "
+              "| export file [B] | checkpoint file [B] | file ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("export_file_bytes") is None:
+            continue
+        lines.append(f"| {r['network']} | loss_{r['export_target']}x.safetensors | {_fmt(r['export_cr'])} "
+                     f"| {r['shared_float_bytes']} | {r['export_packed_shared_bytes']} | {_fmt(r['export_cr_on_disk'])} "
+                     f"| {_fmt(r['export_cr_huffman'])} | {r['export_file_bytes']} | {_fmt(r['checkpoint_bytes'])} "
+                     f"| {_fmt(r['export_file_ratio'])} |")
     lines += ["", "## Stage times [s]", ""]
     stage_head = "| network | " + " | ".join(STAGES) + " | total |"
     lines += [stage_head, "|" + "---|" * (len(STAGES) + 2)]

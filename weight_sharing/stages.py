@@ -203,3 +203,76 @@ def uniform(model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parqu
     test = _evaluator(model_cfg, data_npz, "test", evaluation)
     n_weights = np.array([l["weights"] for l in layers])
     write_parquet(evaluate_uniform(books, n_weights, calib, test, baseline), out)
+
+
+def export(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, validated_parquet: str,
+           baseline_json: str, bound: float, targets: list[float], evaluation: dict,
+           out_files: list[str], out_table: str) -> None:
+    """Write the chosen validated points as packed files, reload each and verify it predicts the same.
+
+    Target t picks the highest-CR validated point whose test AL is at most t x the
+    bound's allowed loss ((1 - bound) x baseline). A target no point meets exports
+    the point with the lowest test AL instead, flagged ``meets_target = false``.
+    """
+    from .export import export_compressed, load_compressed
+    from .models import file_sha256
+
+    if len(targets) != len(out_files):
+        raise ValueError(f"export: {len(targets)} targets but {len(out_files)} output files")
+    cands = CandidateSet(read_parquet(candidates_parquet), _layers(layers_parquet))
+    baseline = read_json(baseline_json)
+    validated = read_parquet(validated_parquet).to_pylist()
+    if not validated:
+        raise ValueError("export: the validated front is empty")
+    base = baseline["test_accuracy"]
+    ckpt = model_cfg.get("checkpoint")
+    ckpt_bytes = Path(ckpt).stat().st_size if ckpt else None
+    shared_float_bytes = int(cands.n_weights.sum()) * 4
+    test_split = load_split(data_npz, "test")
+    rows = []
+    for target, out in zip(targets, out_files):
+        max_loss = target * (1 - bound) * base
+        eligible = [v for v in validated if base - v["test_accuracy"] <= max_loss + 1e-12]
+        met = bool(eligible)
+        point = (max(eligible, key=lambda v: (v["cr"], v["test_accuracy"])) if met
+                 else min(validated, key=lambda v: (v["test_al"], -v["cr"])))
+        if not met:
+            log.warning("export target %.2fx: no validated point within %.4f test AL; exporting the lowest-loss "
+                        "point (test AL %.4f)", target, max_loss, point["test_al"])
+        books = cands.codebooks_of(cands.choice_of_ks(point["k"]))
+        arch = {k: model_cfg[k] for k in ("source", "arch")} | {"kwargs": model_cfg.get("kwargs") or {}}
+        meta = {"k": point["k"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
+                "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": base,
+                "source_checkpoint_sha256": file_sha256(ckpt) if ckpt else "pretrained",
+                "code_version": __version__}
+        sizes = export_compressed(build_model(model_cfg), books, arch, out, extra_metadata=meta)
+        # verify: the file alone must compute what the in-memory compressed model computes
+        in_memory = Evaluator(build_model(model_cfg), test_split, batch_size=int(evaluation["batch_size"]),
+                              device=evaluation["device"], precision=evaluation["precision"])
+        in_memory.apply(books)
+        expected = in_memory.predictions().cpu()
+        reloaded_model, _ = load_compressed(out)
+        reloaded = Evaluator(reloaded_model, test_split, batch_size=int(evaluation["batch_size"]),
+                             device=evaluation["device"], precision=evaluation["precision"])
+        got = reloaded.predictions().cpu()
+        acc = float((got.numpy() == test_split.y).mean())
+        if not torch.equal(expected, got) or abs(acc - point["test_accuracy"]) > 1e-12:
+            Path(out).unlink(missing_ok=True)
+            raise RuntimeError(f"export {out}: the reloaded model differs from the validated one "
+                               f"({int((expected != got).sum())} predictions differ; accuracy {acc:.4f} vs "
+                               f"validated {point['test_accuracy']:.4f})")
+        packed = sizes["index_bytes"] + sizes["codebook_bytes"]
+        huff = sizes["huffman_index_bytes"] + sizes["codebook_bytes"]
+        rows.append({"target": float(target), "meets_target": met, "file": Path(out).name, "k": point["k"],
+                     "cr": point["cr"], "test_accuracy": acc, "test_al": base - acc,
+                     "file_bytes": sizes["file_bytes"], "index_bytes": sizes["index_bytes"],
+                     "codebook_bytes": sizes["codebook_bytes"], "packed_shared_bytes": packed,
+                     "shared_float_bytes": shared_float_bytes, "checkpoint_bytes": ckpt_bytes,
+                     "cr_on_disk": shared_float_bytes / packed,
+                     "file_ratio": (ckpt_bytes / sizes["file_bytes"]) if ckpt_bytes else None,
+                     "huffman_shared_bytes": huff, "cr_huffman": shared_float_bytes / huff,
+                     "predictions_equal": True})
+        log.info("export %s: CR %.2f (formula), %.2f (packed on disk), %.2f (Huffman); file %d bytes vs "
+                 "checkpoint %s bytes; reloaded predictions identical", out, point["cr"],
+                 shared_float_bytes / packed, shared_float_bytes / huff, sizes["file_bytes"], ckpt_bytes)
+    write_parquet(rows, out_table)

@@ -1,0 +1,27 @@
+# Chosen validated points as packed safetensors files, reloaded and verified.
+
+
+rule export:
+    input:
+        checkpoint=checkpoint_input,
+        data=data_input,
+        candidates=f"{RESULTS}/{{net}}/candidates.parquet",
+        layers=f"{RESULTS}/{{net}}/layers.parquet",
+        validated=f"{RESULTS}/{{net}}/front_validated.parquet",
+        baseline=f"{RESULTS}/{{net}}/baseline.json",
+    output:
+        files=[f"{RESULTS}/{{net}}/export/loss_{t}x.safetensors" for t in config["export"]["targets"]],
+        table=f"{RESULTS}/{{net}}/export.parquet",
+    params:
+        model=model_cfg,
+        bound=bound,
+        targets=config["export"]["targets"],
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
+    threads: EVALUATION["threads"]
+    log:
+        f"{RESULTS}/{{net}}/logs/export.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/export.tsv"
+    script:
+        "../workflow_scripts/export.py"
