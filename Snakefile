@@ -30,7 +30,7 @@ CODE_VERSION = weight_sharing.__version__
 
 wildcard_constraints:
     net="|".join(map(re.escape, NETS)),
-    layer="[^/]+",
+    chunk="[^/]+",
     shard="[0-9]+",
 
 
@@ -45,6 +45,17 @@ include: "rules/search.smk"
 include: "rules/validate.smk"
 include: "rules/export.smk"
 include: "rules/report.smk"
+
+# Stages that take seconds run on the submitting host even under a cluster executor:
+# queueing them would cost more than running them.
+localrules:
+    all,
+    demo_data,
+    candidates,
+    merge_samples,
+    surrogate,
+    report,
+    summary,
 
 
 rule all:

@@ -8,6 +8,8 @@ rule candidates:
     params:
         bound=bound,
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/candidates.log",
     benchmark:

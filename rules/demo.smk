@@ -10,6 +10,8 @@ rule demo_data:
         n_test=config["demo"]["n_test"],
         seed=config["demo"]["split_seed"],
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/demo_data.log",
     script:
@@ -28,6 +30,8 @@ rule demo_train:
         dropout=config["demo"]["dropout"],
         seed=config["demo"]["seed"],
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/demo_train.log",
     benchmark:

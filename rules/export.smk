@@ -19,6 +19,8 @@ rule export:
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/export.log",
     benchmark:

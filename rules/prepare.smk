@@ -10,6 +10,8 @@ rule prepare:
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/prepare.log",
     benchmark:

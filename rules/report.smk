@@ -25,6 +25,8 @@ rule report:
         category=lambda wc: config["networks"][wc.net]["category"],
         bound=bound,
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/report.log",
     script:
@@ -39,6 +41,8 @@ rule summary:
         csv=f"{RESULTS}/summary.csv",
     params:
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/logs/summary.log",
     script:

@@ -18,6 +18,8 @@ rule sample:
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/sample/shard_{{shard}}.log",
     benchmark:
@@ -33,6 +35,8 @@ rule merge_samples:
         f"{RESULTS}/{{net}}/samples.parquet",
     params:
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/merge_samples.log",
     script:

@@ -10,6 +10,8 @@ rule search:
         generations=config["search"]["generations"],
         seed=config["search"]["seed"],
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/search.log",
     benchmark:

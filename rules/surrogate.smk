@@ -11,6 +11,8 @@ rule surrogate:
         folds=config["surrogate"]["folds"],
         seed=config["surrogate"]["seed"],
         code_version=CODE_VERSION,
+    resources:
+        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/surrogate.log",
     benchmark:

@@ -1,4 +1,5 @@
-# One job per shared layer: every K of the grid, one Parquet file per layer.
+# One job per shared layer (sweep.layers_per_job: 1, the default; the file is named after the
+# layer) or per chunk of layers (part000, part001, ...): every K of the grid.
 
 
 rule sweep:
@@ -7,17 +8,20 @@ rule sweep:
         data=data_input,
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
-        f"{RESULTS}/{{net}}/sweep/{{layer}}.parquet",
+        f"{RESULTS}/{{net}}/sweep/{{chunk}}.parquet",
     params:
         model=model_cfg,
+        layers=lambda wc: SWEEP_CHUNKS[wc.net][wc.chunk],
         grid=weight_sharing.sweep.resolve_grid(config["sweep"]),
         max_bins=config["sweep"]["max_bins"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
-        f"{RESULTS}/{{net}}/logs/sweep/{{layer}}.log",
+        f"{RESULTS}/{{net}}/logs/sweep/{{chunk}}.log",
     benchmark:
-        f"{RESULTS}/{{net}}/benchmarks/sweep/{{layer}}.tsv"
+        f"{RESULTS}/{{net}}/benchmarks/sweep/{{chunk}}.tsv"
     script:
         "../workflow_scripts/sweep.py"

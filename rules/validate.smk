@@ -17,6 +17,8 @@ rule validate:
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/validate.log",
     benchmark:
@@ -40,6 +42,8 @@ rule uniform:
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     threads: EVALUATION["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/uniform.log",
     benchmark:

@@ -3,6 +3,17 @@ import pytest
 import torch
 
 from weight_sharing.models import LeNet5
+from workflow_utils import TINY, snakemake, write_config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The workflow run once on the tiny demo config with --cores 2 (the reference run)."""
+    work = tmp_path_factory.mktemp("tiny_run")
+    write_config(work, TINY)
+    proc = snakemake(work, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
 
 
 @pytest.fixture

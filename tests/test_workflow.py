@@ -10,13 +10,9 @@ from weight_sharing.compression import compression_rate, index_bits
 from workflow_utils import TINY, snakemake, write_config
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf")
-    write_config(work, TINY)
-    proc = snakemake(work, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return work
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def test_every_output_exists(run):

@@ -27,9 +27,54 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run snakemake on the repository's Snakefile in ``workdir`` with its config.yaml."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
+def snakemake_cmd(workdir: Path, *args: str, configfile: str = "config.yaml") -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            "--configfile", str(workdir / configfile), *args]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900, configfile: str = "config.yaml"
+              ) -> subprocess.CompletedProcess:
+    """Run snakemake on the repository's Snakefile in ``workdir`` with its config file."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(["timeout", "-k", "10", str(timeout), *snakemake_cmd(workdir, *args, configfile=configfile)],
+                          capture_output=True, text=True, env=env)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> count from the 'Job stats' table Snakemake prints (dry runs included)."""
+    jobs, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                if parts:
+                    break
+                continue
+            if len(parts) >= 2 and parts[1].isdigit():
+                jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+TIMING_COLUMNS = {"seconds"}
+
+
+def result_tables(workdir: Path, net: str = "tiny") -> dict[str, object]:
+    """Every result table of a run (timing columns dropped), for run-to-run comparisons."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    root = workdir / "results" / net
+    out = {}
+    for path in sorted(root.rglob("*.parquet")):
+        if "benchmarks" in path.parts:
+            continue
+        table = pq.read_table(path)
+        keep = [c for c in table.column_names if c not in TIMING_COLUMNS]
+        out[str(path.relative_to(root))] = table.select(keep).to_pylist()
+    for name in ("baseline.json", "surrogate.json"):
+        out[name] = json.loads((root / name).read_text())
+    return out

@@ -31,7 +31,7 @@ def validate_schema(config: dict) -> dict:
     """jsonschema validation with defaults filled in (the same as snakemake.utils.validate)."""
     import jsonschema
 
-    base = jsonschema.Draft7Validator
+    base = jsonschema.Draft202012Validator
     validate_props = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from .io import atomic_path, read_json, read_parquet, write_json, write_text  # noqa: E402
 from .pareto import best_cr_within  # noqa: E402
+from .sweep import read_sweeps  # noqa: E402
 
 STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")
 
@@ -32,15 +33,14 @@ def benchmark_seconds(files: list[str]) -> float:
 def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
     """AL vs K of every layer (the per-layer sensitivity the candidates come from)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for f in sweep_files:
-        t = read_parquet(f)
-        ax.plot(t.column("k").to_numpy(), 100 * t.column("al").to_numpy(), lw=1,
-                label=t.column("layer")[0].as_py())
+    sweeps = read_sweeps(sweep_files)
+    for layer, rows in sweeps.items():
+        ax.plot([r["k"] for r in rows], [100 * r["al"] for r in rows], lw=1, label=layer)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (shared values)")
     ax.set_ylabel("accuracy loss (pp, calibration)")
     ax.set_title(f"{title}: one layer shared at a time")
-    if len(sweep_files) <= 12:
+    if len(sweeps) <= 12:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

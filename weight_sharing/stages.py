@@ -23,7 +23,7 @@ from .models import build_model, layer_records
 from .sampling import draw_combinations, evaluate_combinations, shard_bounds
 from .search import run_nsga2
 from .surrogate import design_matrix, fit_surrogate, plot_fit
-from .sweep import codebook_from_row, sweep_layer
+from .sweep import codebook_from_row, read_sweeps, sweep_layer
 from .train import train_lenet5
 from .validate import evaluate_uniform, validate_front
 
@@ -96,23 +96,24 @@ def prepare(model_cfg: dict, data_npz: str, evaluation: dict, out_baseline: str,
     write_json(baseline, out_baseline)
 
 
-def sweep(model_cfg: dict, data_npz: str, baseline_json: str, layer: str, grid: list[int],
+def sweep(model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str], grid: list[int],
           max_bins: int, evaluation: dict, out: str) -> None:
+    """Sweep one job's layers (one layer by default) into one file."""
     baseline = read_json(baseline_json)
     ev = _evaluator(model_cfg, data_npz, "calib", evaluation)
-    if layer not in ev.layers:
-        raise ValueError(f"sweep: layer {layer!r} is not a shared layer of the model")
-    table, cluster_s = sweep_layer(ev, layer, grid, baseline["calib_accuracy"], max_bins)
-    write_parquet(table, out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})
+    unknown = [l for l in layers if l not in ev.layers]
+    if unknown:
+        raise ValueError(f"sweep: layers {unknown} are not shared layers of the model")
+    tables, cluster_s = [], {}
+    for layer in layers:
+        table, cluster_s[layer] = sweep_layer(ev, layer, grid, baseline["calib_accuracy"], max_bins)
+        tables.append(table)
+    write_parquet(pa.concat_tables(tables), out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})
 
 
 def candidates(sweep_files: list[str], layers_parquet: str, baseline_json: str, bound: float, out: str) -> None:
     layers = _layers(layers_parquet)
-    sweeps = {}
-    for f in sweep_files:
-        rows = read_parquet(f).to_pylist()
-        if rows:
-            sweeps[rows[0]["layer"]] = rows
+    sweeps = read_sweeps(sweep_files)
     missing = [l["name"] for l in layers if l["name"] not in sweeps]
     if missing:
         raise ValueError(f"candidates: no sweep for layers {missing}")
@@ -185,10 +186,7 @@ def uniform(model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parqu
             k_values: list[int], evaluation: dict, out: str) -> None:
     """Every layer the same K, for each K of ``k_values`` (capped per layer at its weight count)."""
     layers = _layers(layers_parquet)
-    rows_by_layer = {}
-    for f in sweep_files:
-        rows = read_parquet(f).to_pylist()
-        rows_by_layer[rows[0]["layer"]] = {r["k"]: r for r in rows}
+    rows_by_layer = {layer: {r["k"]: r for r in rows} for layer, rows in read_sweeps(sweep_files).items()}
     books = {}
     for k in k_values:
         per = {}

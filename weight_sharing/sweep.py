@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from .compression import index_bits
 from .evaluate import Evaluator, Progress
+from .io import read_parquet
 from .kmeans import Codebook, kmeans_grid
 
 log = logging.getLogger(__name__)
@@ -83,3 +84,12 @@ def sweep_layer(evaluator: Evaluator, layer: str, grid: list[int], baseline_accu
                      "seconds": time.perf_counter() - t})
         progress.step(i + 1)
     return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA), cluster_s
+
+
+def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:
+    """Sweep rows by layer, from any number of sweep files (one or several layers each)."""
+    by_layer: dict[str, list[dict]] = {}
+    for f in sweep_files:
+        for r in read_parquet(f).to_pylist():
+            by_layer.setdefault(r["layer"], []).append(r)
+    return by_layer
