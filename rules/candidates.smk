@@ -14,5 +14,7 @@ rule candidates:
         f"{RESULTS}/{{net}}/logs/candidates.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/candidates.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/candidates.py"

@@ -14,6 +14,8 @@ rule demo_data:
         **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/demo_data.log",
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/demo_data.py"
 
@@ -36,5 +38,7 @@ rule demo_train:
         f"{RESULTS}/{{net}}/logs/demo_train.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/demo_train.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/demo_train.py"

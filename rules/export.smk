@@ -25,5 +25,7 @@ rule export:
         f"{RESULTS}/{{net}}/logs/export.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/export.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/export.py"

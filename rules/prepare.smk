@@ -16,5 +16,7 @@ rule prepare:
         f"{RESULTS}/{{net}}/logs/prepare.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/prepare.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/prepare.py"

@@ -29,6 +29,8 @@ rule report:
         **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/report.log",
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/report.py"
 
@@ -45,5 +47,7 @@ rule summary:
         **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/logs/summary.log",
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/summary.py"

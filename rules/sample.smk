@@ -24,6 +24,8 @@ rule sample:
         f"{RESULTS}/{{net}}/logs/sample/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/sample/shard_{{shard}}.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/sample.py"
 
@@ -39,5 +41,7 @@ rule merge_samples:
         **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/merge_samples.log",
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/merge_samples.py"

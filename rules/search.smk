@@ -16,5 +16,7 @@ rule search:
         f"{RESULTS}/{{net}}/logs/search.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/search.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/search.py"

@@ -17,5 +17,7 @@ rule surrogate:
         f"{RESULTS}/{{net}}/logs/surrogate.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/surrogate.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/surrogate.py"

@@ -23,5 +23,7 @@ rule sweep:
         f"{RESULTS}/{{net}}/logs/sweep/{{chunk}}.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/sweep/{{chunk}}.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/sweep.py"

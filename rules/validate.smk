@@ -23,6 +23,8 @@ rule validate:
         f"{RESULTS}/{{net}}/logs/validate.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/validate.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/validate.py"
 
@@ -48,5 +50,7 @@ rule uniform:
         f"{RESULTS}/{{net}}/logs/uniform.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/uniform.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/uniform.py"
