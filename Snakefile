@@ -35,7 +35,7 @@ wildcard_constraints:
 
 
 include: "rules/common.smk"
-include: "rules/demo.smk"
+include: "rules/data.smk"
 include: "rules/prepare.smk"
 include: "rules/sweep.smk"
 include: "rules/candidates.smk"

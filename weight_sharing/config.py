@@ -55,10 +55,13 @@ def _copy(v):
 
 
 def network_paths(results: str, net: str, net_cfg: dict) -> dict:
-    """Where a network's checkpoint and data come from (made by the workflow for the demo)."""
+    """Where a network's checkpoint and evaluation .npz come from (made by the workflow for the
+    demo, and decoded from the image folder for ``data.root``)."""
     if net_cfg.get("demo"):
         return {"checkpoint": f"{results}/{net}/demo/checkpoint.pt", "npz": f"{results}/{net}/demo/data.npz"}
-    return {"checkpoint": net_cfg["model"].get("checkpoint"), "npz": net_cfg["data"]["npz"]}
+    data = net_cfg["data"]
+    npz = data["npz"] if data.get("npz") else f"{results}/{net}/data.npz"
+    return {"checkpoint": net_cfg["model"].get("checkpoint"), "npz": npz}
 
 
 def model_config(results: str, net: str, net_cfg: dict) -> dict:
@@ -98,6 +101,11 @@ def check_network(config: dict, net: str) -> list[dict]:
         model = build_model(model_cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
+    data = net_cfg["data"]
+    if bool(data.get("npz")) == bool(data.get("root")):
+        raise ConfigError(f"{key}.data: give exactly one of npz (ready splits) or root (an image folder)")
+    if data.get("root"):
+        return _check_image_folder(key, model, model_cfg, data)
     try:
         info = check_npz(net_cfg["data"]["npz"])
     except (ValueError, FileNotFoundError) as exc:
@@ -114,6 +122,29 @@ def check_network(config: dict, net: str) -> list[dict]:
         check_npz(net_cfg["data"]["npz"], num_classes=num_classes)
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc} (the model has {num_classes} classes)") from exc
+    return layer_records(model)
+
+
+def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[dict]:
+    """Layout, classes, split sizes and the model's input, before any decoding."""
+    from .imagefolder import list_images, model_preprocessing, split_per_class
+
+    try:
+        _, labels, classes = list_images(data)
+        split_per_class(labels, int(data["calib_per_class"]), int(data["seed"]))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"{key}.{exc}") from exc
+    pre = model_preprocessing(model, model_cfg, data.get("image_size"))
+    try:
+        with torch.inference_mode():
+            out = model.eval()(torch.zeros(1, 3, pre.crop, pre.crop))
+    except RuntimeError as exc:
+        raise ConfigError(f"{key}.data: images of {pre.crop} px do not fit the model: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    num_classes = int(out.shape[-1])
+    if len(classes) > num_classes:
+        raise ConfigError(f"{key}.data.root: {len(classes)} classes but the model has {num_classes} outputs; "
+                          f"labels must lie in 0..{num_classes - 1}")
     return layer_records(model)
 
 

@@ -64,7 +64,12 @@ def create_model(model_cfg: dict) -> nn.Module:
         import timm
         if not timm.is_model(arch):
             raise ValueError(f"model.arch: {arch!r} is not a timm architecture (see timm.list_models())")
-        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        if not pretrained:
+            return timm.create_model(arch, **kwargs)
+        try:
+            return timm.create_model(arch, pretrained=True, **kwargs)
+        except Exception as exc:  # offline, no cache, gated weights...
+            raise ValueError(_offline_message(source, arch, exc)) from exc
     if source == "torchvision":
         import torchvision
         if arch not in torchvision.models.list_models():
@@ -74,8 +79,23 @@ def create_model(model_cfg: dict) -> nn.Module:
             kwargs.setdefault("weights", "DEFAULT")
         elif arch in ("googlenet", "inception_v3"):
             kwargs.setdefault("init_weights", False)  # skip scipy's slow truncated-normal init
-        return torchvision.models.get_model(arch, **kwargs)
+        try:
+            return torchvision.models.get_model(arch, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            if not pretrained:
+                raise
+            raise ValueError(_offline_message(source, arch, exc)) from exc
     raise ValueError(f"model.source: unknown source {source!r}; allowed: {', '.join(SOURCES)}")
+
+
+def _offline_message(source: str, arch: str, exc: Exception) -> str:
+    where = ("the Hugging Face cache ($HF_HOME, default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use it "
+             "offline)" if source == "timm" else "$TORCH_HOME/hub/checkpoints (default ~/.cache/torch)")
+    return (f"model.pretrained: could not load {source} pretrained weights for {arch!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Without internet, either fill {where} by "
+            f"creating the model once with pretrained weights on a machine that has internet and copying the "
+            f"cache, or save its state_dict there (torch.save(model.state_dict(), 'w.pt')) and set "
+            f"model.checkpoint: w.pt with pretrained: false")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:

