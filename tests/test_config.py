@@ -115,3 +115,17 @@ def test_uniform_k_max_below_grid(tiny_npz, lenet_checkpoint):
     cfg["uniform"]["k_max"] = 1
     with pytest.raises(ConfigError, match="uniform.k_max"):
         check_config(cfg)
+
+
+def test_shipped_configs_are_schema_valid():
+    from pathlib import Path
+
+    from weight_sharing.config import load_config
+    root = Path(__file__).resolve().parents[1]
+    demo = load_config(root / "config.yaml")
+    assert list(demo["networks"]) == ["lenet5_mnist"]
+    imagenet = load_config(root / "configs/imagenet.yaml")
+    assert {n: c["category"] for n, c in imagenet["networks"].items()} == {
+        "googlenet": "heavy", "resnetv2_50": "heavy", "inception_v3": "heavy", "mobilenetv2_100": "light",
+        "efficientnet_b0": "light", "efficientnet_b1": "light", "efficientnet_b2": "light"}
+    assert imagenet["sample"]["n"] == 5000 and imagenet["search"]["generations"] == 500

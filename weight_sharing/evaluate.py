@@ -52,7 +52,9 @@ class Evaluator:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.layers = dict(shared_layers(model))
-        self.originals = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+        # contiguous copies (bucketize wants them; channels_last weights are not)
+        self.originals = {n: m.weight.detach().clone(memory_format=torch.contiguous_format)
+                          for n, m in self.layers.items()}
         self.forward = torch.compile(model) if compile else model
         self.model = model
         self.x = torch.from_numpy(split.x).to(self.device)
