@@ -8,8 +8,8 @@ of the grid at once.
 
 The DP runs on weighted points: the distinct weight values with their counts
 (exact), or, for layers with more distinct values than ``max_bins``, the
-non-empty bins of an equal-width histogram with their exact count, sum and sum
-of squares. In the binned case the clusters may only break at bin edges; Lloyd
+non-empty bins of a histogram (half equal-width, half equal-count edges) with
+their exact count, sum and sum of squares. In the binned case the clusters may only break at bin edges; Lloyd
 iterations on the exact values then move the boundaries off the bin edges
 (each step can only lower the inertia), which brings the result within a few
 1e-5 of the optimum (see ``benchmarks/kmeans.py``).
@@ -48,11 +48,21 @@ class Codebook:
         return len(self.centroids)
 
 
-def _bin_starts(uniq: np.ndarray, max_bins: int) -> np.ndarray:
-    """Index (into the sorted distinct values) of the first value of each non-empty equal-width bin."""
-    edges = np.linspace(uniq[0], uniq[-1], max_bins + 1)
-    idx = np.clip(np.searchsorted(edges, uniq, side="right") - 1, 0, max_bins - 1)
-    return np.flatnonzero(np.diff(idx, prepend=-1))  # idx is sorted: where a new bin begins
+def _bin_starts(uniq: np.ndarray, before: np.ndarray, max_bins: int) -> np.ndarray:
+    """Index (into the sorted distinct values) of the first value of each histogram bin.
+
+    The bin edges are the union of ``max_bins // 2`` equal-width edges (resolution in the
+    sparse tails, where outliers sit) and ``max_bins // 2`` equal-count edges (resolution
+    where the weights are dense): at most ``max_bins`` non-empty bins. ``before[i]`` is the
+    number of weights below ``uniq[i]``.
+    """
+    half = max(1, max_bins // 2)
+    edges = np.linspace(uniq[0], uniq[-1], half + 1)
+    width = np.clip(np.searchsorted(edges, uniq, side="right") - 1, 0, half - 1)
+    by_width = np.flatnonzero(np.diff(width, prepend=-1))  # width is sorted: where a new bin begins
+    total = before[-1] + 1  # at least; only the spacing of the targets matters
+    by_count = np.searchsorted(before, np.arange(half) * (total / half), side="left")
+    return np.unique(np.concatenate(([0], by_width, np.clip(by_count, 0, len(uniq) - 1))))
 
 
 def _lloyd(starts: np.ndarray, uc: np.ndarray, pw, ps, max_iter: int = 200) -> np.ndarray:
@@ -180,7 +190,7 @@ def kmeans_grid(values, ks, max_bins: int = DEFAULT_MAX_BINS) -> dict[int, Codeb
     binned = len(uniq) > max_bins
     # DP points: the distinct values, or histogram bins (contiguous runs of distinct values),
     # whose count, sum and sum of squares are the exact prefix sums at the bin boundaries
-    first = _bin_starts(uniq, max_bins) if binned else np.arange(len(uniq))
+    first = _bin_starts(uniq, pw[:-1], max_bins) if binned else np.arange(len(uniq))
     bounds = np.append(first, len(uniq))
     n = len(first)
     kmax = min(max(ks), n)
