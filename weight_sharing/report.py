@@ -40,13 +40,7 @@ def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
     ax.set_xlabel("K (shared values)")
     ax.set_ylabel("accuracy loss (pp, calibration)")
     ax.set_title(f"{title}: one layer shared at a time")
-    if len(sweeps) <= 12:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _finish(fig, ax, path, legend=len(sweeps) <= 12)
 
 
 def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, path, title: str) -> None:
@@ -62,8 +56,9 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     ax.scatter(cr[~on], tal[~on], s=10, color="tab:blue", alpha=0.3)
     order = np.argsort(cr[on])
     ax.plot(cr[on][order], tal[on][order], "o-", ms=4, color="tab:blue", label="validated front, test")
-    ax.plot(uniform.column("cr").to_numpy(), 100 * uniform.column("test_al").to_numpy(), "s--", ms=4,
-            color="tab:red", label="uniform K, test")
+    ucr, ual = uniform.column("cr").to_numpy(), 100 * uniform.column("test_al").to_numpy()
+    uorder = np.argsort(ucr, kind="stable")
+    ax.plot(ucr[uorder], ual[uorder], "s--", ms=4, color="tab:red", lw=0.8, label="uniform K, test")
     ax.axhline(100 * (1 - bound) * baseline["test_accuracy"], color="k", lw=0.8, ls=":",
                label=f"bound ({bound:.0%} of baseline)")
     ax.set_xlabel("compression rate")
@@ -71,7 +66,13 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     ymax = max(5.0, 300 * (1 - bound) * baseline["test_accuracy"])
     ax.set_ylim(min(-0.5, float(np.min(tal)) - 0.2) if len(tal) else -0.5, ymax)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    _finish(fig, ax, path)
+
+
+def _finish(fig, ax, path, legend: bool = True) -> None:
+    """Legend, grid, and the PNG written atomically."""
+    if legend:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
