@@ -18,10 +18,14 @@ if not config:
 
 
 validate(config, wscfg.SCHEMA_PATH)
-try:
-    LAYERS = wscfg.check_config(config)
-except (wscfg.ConfigError, FileNotFoundError) as exc:
-    raise WorkflowError(f"invalid configuration: {exc}")
+if workflow.remote_exec:
+    # a job on a cluster node: the submitting process checked everything already
+    LAYERS = wscfg.architecture_layers(config)
+else:
+    try:
+        LAYERS = wscfg.check_config(config)
+    except (wscfg.ConfigError, FileNotFoundError) as exc:
+        raise WorkflowError(f"invalid configuration: {exc}")
 
 RESULTS = config["results"]
 NETS = list(config["networks"])

@@ -129,3 +129,10 @@ def test_shipped_configs_are_schema_valid():
         "googlenet": "heavy", "resnetv2_50": "heavy", "inception_v3": "heavy", "mobilenetv2_100": "light",
         "efficientnet_b0": "light", "efficientnet_b1": "light", "efficientnet_b2": "light"}
     assert imagenet["sample"]["n"] == 5000 and imagenet["search"]["generations"] == 500
+
+
+def test_architecture_layers_match_checked_layers(tiny_npz, lenet_checkpoint):
+    from weight_sharing.config import architecture_layers
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    checked = check_config(copy.deepcopy(cfg))["net"]
+    assert [l["name"] for l in architecture_layers(cfg)["net"]] == [l["name"] for l in checked]

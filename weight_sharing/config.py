@@ -166,6 +166,19 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     return {net: check_network(config, net) for net in config["networks"]}
 
 
+def architecture_layers(config: dict) -> dict[str, list[dict]]:
+    """Each network's shared layers from its architecture alone (no weights, no data).
+
+    For the jobs a cluster runs: the submitting process has already run
+    :func:`check_config`; a job needs only the layer names to rebuild its DAG.
+    """
+    out = {}
+    for net, net_cfg in config["networks"].items():
+        model_cfg = {**net_cfg["model"], "pretrained": False, "checkpoint": None}
+        out[net] = [{"name": l["name"], "weights": l["weights"]} for l in layer_records(create_model(model_cfg))]
+    return out
+
+
 def uniform_k_values(config: dict) -> list[int]:
     return [k for k in resolve_grid(config["sweep"]) if k <= config["uniform"]["k_max"]]
 
