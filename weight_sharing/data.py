@@ -74,7 +74,8 @@ def check_npz(path: str | Path, num_classes: int | None = None) -> dict:
                 raise ValueError(f"{where}: y_{split} must be integer labels, got {y.dtype}")
             if len(y) and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
                 bad = int(y.min()) if y.min() < 0 else int(y.max())
-                raise ValueError(f"{where}: y_{split} has label {bad}, allowed 0..{(num_classes or 1) - 1}")
+                allowed = f"0..{num_classes - 1}" if num_classes is not None else "labels >= 0"
+                raise ValueError(f"{where}: y_{split} has label {bad}, allowed {allowed}")
             info[split] = int(shape[0])
             info["image_shape"] = list(shape[1:])
     channels = info["image_shape"][0]

@@ -84,9 +84,8 @@ def list_images(data_cfg: dict) -> tuple[list[str], np.ndarray, list[str]]:
         raise ValueError(f"data.labels: {labels_file!r} lists no image")
     raw = [lab for _, lab in entries]
     if all(lab.isdigit() for lab in raw):
-        classes = sorted({int(lab) for lab in raw})
         labels = [int(lab) for lab in raw]
-        classes = [str(c) for c in range(max(classes) + 1)]
+        classes = [str(c) for c in range(max(labels) + 1)]
     else:
         classes = sorted(set(raw))
         index = {c: i for i, c in enumerate(classes)}
