@@ -70,7 +70,6 @@ class CandidateSet:
             raise ValueError(f"candidates: no candidate for layers {empty}")
         for p in per_layer:
             p.sort(key=lambda r: r["k"])
-        self.rows = per_layer
         self.codebooks = [[codebook_from_row(r) for r in p] for p in per_layer]
         self.sizes = np.array([len(p) for p in per_layer], dtype=np.int64)
         pad = int(self.sizes.max())

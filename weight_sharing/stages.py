@@ -52,8 +52,12 @@ def set_threads(threads: int) -> None:
 
 
 def _evaluator(model_cfg: dict, data_npz: str, split: str, evaluation: dict) -> Evaluator:
-    return Evaluator(build_model(model_cfg), load_split(data_npz, split),
-                     batch_size=int(evaluation["batch_size"]), device=evaluation["device"],
+    return _evaluate_model(build_model(model_cfg), load_split(data_npz, split), evaluation)
+
+
+def _evaluate_model(model, split, evaluation: dict) -> Evaluator:
+    """An evaluator with the configured engine settings."""
+    return Evaluator(model, split, batch_size=int(evaluation["batch_size"]), device=evaluation["device"],
                      precision=evaluation["precision"], channels_last=bool(evaluation["channels_last"]),
                      compile=bool(evaluation["compile"]))
 
@@ -253,6 +257,8 @@ def export(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     ckpt_bytes = Path(ckpt).stat().st_size if ckpt else None
     shared_float_bytes = int(cands.n_weights.sum()) * 4
     test_split = load_split(data_npz, "test")
+    # the in-memory compressed model the file must reproduce, built once for all targets
+    in_memory = _evaluate_model(build_model(model_cfg), test_split, evaluation)
     rows = []
     for target, out in zip(targets, out_files):
         max_loss = target * (1 - bound) * base
@@ -271,14 +277,10 @@ def export(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
                 "code_version": __version__}
         sizes = export_compressed(build_model(model_cfg), books, arch, out, extra_metadata=meta)
         # verify: the file alone must compute what the in-memory compressed model computes
-        in_memory = Evaluator(build_model(model_cfg), test_split, batch_size=int(evaluation["batch_size"]),
-                              device=evaluation["device"], precision=evaluation["precision"])
         in_memory.apply(books)
         expected = in_memory.predictions().cpu()
         reloaded_model, _ = load_compressed(out)
-        reloaded = Evaluator(reloaded_model, test_split, batch_size=int(evaluation["batch_size"]),
-                             device=evaluation["device"], precision=evaluation["precision"])
-        got = reloaded.predictions().cpu()
+        got = _evaluate_model(reloaded_model, test_split, evaluation).predictions().cpu()
         acc = float((got.numpy() == test_split.y).mean())
         if not torch.equal(expected, got) or abs(acc - point["test_accuracy"]) > 1e-12:
             Path(out).unlink(missing_ok=True)
