@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 
 import numpy as np
@@ -29,7 +30,7 @@ from weight_sharing.models import create_model, layer_records
 from weight_sharing.sampling import draw_combinations, evaluate_combinations
 from weight_sharing.search import run_nsga2
 from weight_sharing.surrogate import design_matrix, fit_surrogate
-from weight_sharing.sweep import sweep_layer
+from weight_sharing.sweep import sweep_layers
 from weight_sharing.validate import validate_front
 
 
@@ -81,6 +82,7 @@ def main():
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="clustering threads (default: all cores)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     if args.tiny:
@@ -112,21 +114,32 @@ def main():
     times["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sweeps, cluster_s = {}, 0.0
-    for l in layers:
-        table, cs = sweep_layer(cal, l["name"], grid, baseline["calib_accuracy"], max_bins=1 << 16)
-        sweeps[l["name"]] = table.to_pylist()
-        cluster_s += cs
+    sweep_table, cluster_s, cluster_wait = sweep_layers(cal, [l["name"] for l in layers], grid,
+                                                        baseline["calib_accuracy"], 1 << 16, args.workers)
+    sweeps = {}
+    for r in sweep_table.to_pylist():
+        sweeps.setdefault(r["layer"], []).append(r)
     sync(device)
     times["sweep"] = time.perf_counter() - t
-    figures["sweep_cluster_s"] = cluster_s
-    figures["sweep_evaluations"] = sum(len(v) for v in sweeps.values())
+    figures["sweep_cluster_cpu_s"] = sum(cluster_s.values())
+    figures["sweep_cluster_wait_s"] = cluster_wait
+    figures["sweep_evaluations"] = sweep_table.num_rows
 
     t = time.perf_counter()
     # random weights: keep every K (the timing of a real run depends on the candidate count, ~10 per layer)
     cand_table = select_candidates(sweeps, [l["name"] for l in layers], baseline["calib_accuracy"], bound=1e-9)
     cands = CandidateSet(cand_table, layers)
     times["candidates"] = time.perf_counter() - t
+
+    # applying a whole combination (every layer) and restoring the weights, without evaluating
+    trial = draw_combinations(cands.sizes, 20, seed=1)
+    sync(device)
+    t = time.perf_counter()
+    for c in trial:
+        cal.apply(cands.codebooks_of(c))
+        cal.restore()
+    sync(device)
+    figures["apply_restore_ms"] = 1000 * (time.perf_counter() - t) / len(trial)
 
     t = time.perf_counter()
     choices = draw_combinations(cands.sizes, args.samples, seed=0)
@@ -165,8 +178,11 @@ def main():
     for k, v in times.items():
         print(f"| {k} | {v:.1f} |")
     print(f"| **total** | **{total:.1f}** |")
-    print(f"\nsweep: {figures['sweep_evaluations']} evaluations of {args.calib} images "
-          f"(clustering {cluster_s:.1f} s of it)")
+    print(f"\nsweep: {figures['sweep_evaluations']} evaluations of {args.calib} images; clustering "
+          f"{figures['sweep_cluster_cpu_s']:.1f} s summed over {args.workers} threads; the evaluation "
+          f"waited {cluster_wait:.1f} s for it (on a GPU the rest overlaps the evaluation)")
+    print(f"applying a combination of codebooks to all {len(layers)} layers and restoring: "
+          f"{figures['apply_restore_ms']:.1f} ms")
     print(f"sample stage: {figures['sample_images_per_s']:,.0f} images/s")
     print(f"raw inference, bf16 + channels_last, resident data: {bf16:,.0f} images/s "
           f"(sample stage at {100 * figures['sample_images_per_s'] / bf16:.0f}% of it)")

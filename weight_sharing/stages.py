@@ -23,7 +23,7 @@ from .models import build_model, layer_records
 from .sampling import draw_combinations, evaluate_combinations, shard_bounds
 from .search import run_nsga2
 from .surrogate import design_matrix, fit_surrogate, plot_fit
-from .sweep import codebook_from_row, read_sweeps, sweep_layer
+from .sweep import codebook_from_row, read_sweeps, sweep_layers
 from .train import train_lenet5
 from .validate import evaluate_uniform, validate_front
 
@@ -127,18 +127,14 @@ def prepare(model_cfg: dict, data_npz: str, evaluation: dict, out_baseline: str,
 
 
 def sweep(model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str], grid: list[int],
-          max_bins: int, evaluation: dict, out: str) -> None:
-    """Sweep one job's layers (one layer by default) into one file."""
+          max_bins: int, evaluation: dict, out: str, workers: int = 1) -> None:
+    """Sweep one job's layers (one layer by default) into one file; ``workers`` threads cluster them."""
     baseline = read_json(baseline_json)
     ev = _evaluator(model_cfg, data_npz, "calib", evaluation)
-    unknown = [l for l in layers if l not in ev.layers]
-    if unknown:
-        raise ValueError(f"sweep: layers {unknown} are not shared layers of the model")
-    tables, cluster_s = [], {}
-    for layer in layers:
-        table, cluster_s[layer] = sweep_layer(ev, layer, grid, baseline["calib_accuracy"], max_bins)
-        tables.append(table)
-    write_parquet(pa.concat_tables(tables), out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})
+    table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers)
+    log.info("clustering %.1f s in all on %d thread(s); the evaluation waited %.1f s for it",
+             sum(cluster_s.values()), workers, waited)
+    write_parquet(table, out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})
 
 
 def candidates(sweep_files: list[str], layers_parquet: str, baseline_json: str, bound: float, out: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -59,21 +61,46 @@ def codebook_from_row(row: dict) -> Codebook:
                     inertia=float(row["inertia"]))
 
 
-def sweep_layer(evaluator: Evaluator, layer: str, grid: list[int], baseline_accuracy: float,
-                max_bins: int) -> tuple[pa.Table, float]:
-    """One row per K: the codebook and the network's calibration accuracy with only this layer shared.
+def cluster_layers(weights: dict[str, np.ndarray], grid: list[int], max_bins: int,
+                   workers: int = 1) -> Iterator[tuple[str, dict[int, Codebook], float]]:
+    """Every layer's codebooks for its grid, computed by ``workers`` threads, yielded in input order.
 
-    Returns the table and the clustering time (all K at once) in seconds.
+    The k-means DP releases the GIL, so the layers cluster in parallel and the
+    caller can evaluate one layer on the accelerator while later ones are still
+    clustering. Yields (layer, codebooks by K, clustering seconds of that layer).
     """
-    weights = evaluator.originals[layer].detach().cpu().numpy().ravel()
-    ks = layer_grid(grid, weights.size)
-    t0 = time.perf_counter()
-    books = kmeans_grid(weights, ks, max_bins=max_bins)
-    cluster_s = time.perf_counter() - t0
-    log.info("%s: %d weights, %d K values clustered in %.2f s", layer, weights.size, len(ks), cluster_s)
+    if workers < 1:
+        raise ValueError(f"cluster_layers: workers must be >= 1, got {workers}")
+
+    def one(name: str):
+        w = weights[name]
+        ks = layer_grid(grid, w.size)
+        t0 = time.perf_counter()
+        books = kmeans_grid(w, ks, max_bins=max_bins)
+        seconds = time.perf_counter() - t0
+        log.info("%s: %d weights, %d K values clustered in %.2f s", name, w.size, len(ks), seconds)
+        return books, seconds
+
+    if workers == 1:
+        for name in weights:
+            yield (name, *one(name))
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kmeans") as pool:
+        futures = {name: pool.submit(one, name) for name in weights}
+        try:
+            for name, fut in futures.items():
+                yield (name, *fut.result())
+        finally:  # an error (or an abandoned generator) must not leave queued layers running
+            for fut in futures.values():
+                fut.cancel()
+
+
+def sweep_layer(evaluator: Evaluator, layer: str, books: dict[int, Codebook],
+                baseline_accuracy: float) -> pa.Table:
+    """One row per K: the codebook and the network's calibration accuracy with only this layer shared."""
     rows = []
-    progress = Progress(len(ks), f"sweep {layer}")
-    for i, k in enumerate(ks):
+    progress = Progress(len(books), f"sweep {layer}")
+    for i, k in enumerate(sorted(books)):
         cb = books[k]
         t = time.perf_counter()
         with evaluator.applied({layer: cb}):
@@ -83,7 +110,42 @@ def sweep_layer(evaluator: Evaluator, layer: str, grid: list[int], baseline_accu
                      "thresholds": cb.thresholds.tolist(), "centroids": cb.centroids.tolist(),
                      "seconds": time.perf_counter() - t})
         progress.step(i + 1)
-    return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA), cluster_s
+    return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA)
+
+
+def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], baseline_accuracy: float,
+                 max_bins: int, workers: int = 1,
+                 overlap: bool | None = None) -> tuple[pa.Table, dict[str, float], float]:
+    """Sweep several layers, clustering them on ``workers`` threads.
+
+    On an accelerator the clustering overlaps the evaluations (layer i is
+    evaluated while later layers cluster); on the CPU, where both would compete
+    for the same cores, all layers are clustered first (``overlap`` overrides
+    the choice; the rows do not depend on it). Returns the rows of all
+    layers, each layer's clustering seconds, and the seconds the evaluation
+    waited for clustering (what the overlap did not hide).
+    """
+    unknown = [l for l in layers if l not in evaluator.originals]
+    if unknown:
+        raise ValueError(f"sweep: layers {unknown} are not shared layers of the model")
+    weights = {l: evaluator.originals[l].detach().cpu().numpy().ravel() for l in layers}
+    tables, cluster_s = [], {}
+    t = time.perf_counter()
+    clustered = cluster_layers(weights, grid, max_bins, workers)
+    if overlap is None:
+        overlap = evaluator.device.type != "cpu"
+    if not overlap:
+        clustered = iter(list(clustered))
+    waited = time.perf_counter() - t
+    while True:
+        t = time.perf_counter()
+        item = next(clustered, None)
+        waited += time.perf_counter() - t
+        if item is None:
+            break
+        layer, books, cluster_s[layer] = item
+        tables.append(sweep_layer(evaluator, layer, books, baseline_accuracy))
+    return pa.concat_tables(tables), cluster_s, waited
 
 
 def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:

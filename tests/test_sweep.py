@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from weight_sharing.data import Split
+from weight_sharing.evaluate import Evaluator
+from weight_sharing.kmeans import kmeans_grid
+from weight_sharing.models import LeNet5
+from weight_sharing.sweep import cluster_layers, k_grid, layer_grid, resolve_grid, sweep_layers
+
+
+def test_paper_grid():
+    grid = k_grid(2, 1024, 100)
+    assert grid[0] == 2 and grid[-1] == 1024 and grid == sorted(set(grid))
+    assert len(grid) == 81  # 100 log-spaced values, rounded, de-duplicated
+
+
+def test_explicit_grid_and_errors():
+    assert resolve_grid({"k_values": [8, 2, 8, 4]}) == [2, 4, 8]
+    with pytest.raises(ValueError, match=r"k_values.*\[0\]"):
+        resolve_grid({"k_values": [0, 2]})
+    with pytest.raises(ValueError, match="k_max"):
+        k_grid(8, 4, 10)
+    assert layer_grid([2, 16, 64], 20) == [2, 16, 20]
+
+
+def _evaluator():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (64, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64),
+                  np.array([0.5], np.float32), np.array([0.25], np.float32))
+    return Evaluator(LeNet5(), split, batch_size=32, device="cpu")
+
+
+def test_parallel_clustering_gives_the_same_sweep():
+    ev = _evaluator()
+    base = ev.accuracy()
+    layers = ["conv1", "conv2", "fc1", "fc3"]
+    serial, secs1, _ = sweep_layers(ev, layers, [2, 4, 16, 256], base, max_bins=1 << 16, workers=1)
+    parallel, secs2, _ = sweep_layers(ev, layers, [2, 4, 16, 256], base, max_bins=1 << 16, workers=3)
+    overlapped, secs3, _ = sweep_layers(ev, layers, [2, 4, 16, 256], base, max_bins=1 << 16, workers=2,
+                                        overlap=True)
+    assert serial.drop(["seconds"]).equals(parallel.drop(["seconds"]))
+    assert serial.drop(["seconds"]).equals(overlapped.drop(["seconds"]))
+    assert list(secs1) == list(secs2) == list(secs3) == layers
+    # rows in layer order, K capped at the layer's size (conv1 has 150 weights)
+    assert serial.column("layer").to_pylist()[:4] == ["conv1"] * 4
+    assert serial.column("k").to_pylist()[:4] == [2, 4, 16, 150]
+    # the weights are restored after the sweep
+    assert ev.accuracy() == base
+
+
+def test_sweep_rejects_unknown_layer():
+    with pytest.raises(ValueError, match=r"\['nope'\] are not shared layers"):
+        sweep_layers(_evaluator(), ["conv1", "nope"], [2], 0.1, max_bins=1 << 16)
+
+
+def test_cluster_layers_in_order_and_errors_propagate():
+    rng = np.random.default_rng(1)
+    weights = {f"l{i}": rng.normal(size=500 + 100 * i) for i in range(5)}
+    got = list(cluster_layers(weights, [2, 8], 1 << 16, workers=2))
+    assert [g[0] for g in got] == list(weights)
+    for name, books, seconds in got:
+        ref = kmeans_grid(weights[name], [2, 8])
+        assert np.array_equal(books[8].centroids, ref[8].centroids) and seconds >= 0
+    weights["l2"] = np.array([1.0, np.nan])
+    with pytest.raises(ValueError, match="NaN"):
+        list(cluster_layers(weights, [2], 1 << 16, workers=2))
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        list(cluster_layers(weights, [2], 1 << 16, workers=0))
