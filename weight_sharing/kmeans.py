@@ -2,9 +2,10 @@
 
 In 1-D an optimal k-means cluster is an interval of the sorted values, so the
 optimum is a dynamic program over prefixes: D[k][i] = min_j D[k-1][j] + cost(j, i).
-The argmin is monotone in i, which lets each DP layer be solved by divide and
-conquer in O(n log n); one pass over k = 1..max(K) yields the optimum of every K
-of the grid at once.
+The argmin is monotone in i (and in k), which lets each DP row be solved by
+divide and conquer in O(n log n), and rows of larger k by a scan bounded on both
+sides in a few evaluations per point; one pass over k = 1..max(K) yields the
+optimum of every K of the grid at once.
 
 The DP runs on weighted points: the distinct weight values with their counts
 (exact), or, for layers with more distinct values than ``max_bins``, the
@@ -93,7 +94,14 @@ def _cost(cw, cs, css, j, i):
 
 @numba.njit(cache=True, nogil=True)
 def _dp(cw, cs, css, kmax):
-    """DP over prefixes; returns the argmin table (kmax+1, n+1) and D[k][n] for every k."""
+    """DP over prefixes; returns the argmin table (kmax+1, n+1) and D[k][n] for every k.
+
+    Row k is solved by divide and conquer (O(n log n)) while k is small; once a
+    downward scan bounded by opt[k-1][i] <= opt[k][i] <= opt[k][i+1] would cost
+    less (from k of about 64 on, where it costs 2-4 evaluations per point), the
+    remaining rows use that scan. Both keep the leftmost minimum, so the table
+    does not depend on which solved a row.
+    """
     n = len(cw) - 1
     prev = np.empty(n + 1)
     cur = np.empty(n + 1)
@@ -103,48 +111,77 @@ def _dp(cw, cs, css, kmax):
         prev[i] = _cost(cw, cs, css, 0, i) if i > 0 else 0.0
     best[1] = prev[n]
     stack = np.empty((4 * 64 + 8, 4), dtype=np.int64)
+    knuth = False
     for k in range(2, kmax + 1):
         for i in range(k):
             cur[i] = np.inf
-        # solve cur[i] for i in [k, n]; j ranges over [k-1, i-1]
-        top = 0
-        stack[0, 0] = k
-        stack[0, 1] = n
-        stack[0, 2] = k - 1
-        stack[0, 3] = n - 1
-        top = 1
-        while top > 0:
-            top -= 1
-            lo = stack[top, 0]
-            hi = stack[top, 1]
-            olo = stack[top, 2]
-            ohi = stack[top, 3]
-            if lo > hi:
-                continue
-            mid = (lo + hi) // 2
-            # opt[k-1][mid] <= opt[k][mid] (monotone in k too): skips most of the range
-            start = opt[k - 1, mid] if k > 2 and opt[k - 1, mid] > olo else olo
-            bj = start
-            bv = np.inf
-            end = ohi if ohi < mid - 1 else mid - 1
-            for j in range(start, end + 1):
-                v = prev[j] + _cost(cw, cs, css, j, mid)
-                if v < bv:
-                    bv = v
-                    bj = j
-            cur[mid] = bv
-            opt[k, mid] = bj
-            # push right then left so the left half is solved first
-            stack[top, 0] = mid + 1
-            stack[top, 1] = hi
-            stack[top, 2] = bj
-            stack[top, 3] = ohi
-            top += 1
-            stack[top, 0] = lo
-            stack[top, 1] = mid - 1
-            stack[top, 2] = olo
-            stack[top, 3] = bj
-            top += 1
+        if knuth:
+            # opt[k-1][i] <= opt[k][i] <= opt[k][i+1]: scan i downwards
+            hi_next = n - 1
+            for i in range(n, k - 1, -1):
+                lo = opt[k - 1, i] if opt[k - 1, i] > k - 1 else k - 1
+                hi = hi_next if hi_next < i - 1 else i - 1
+                if lo > hi:  # bounds crossed by rounding: never leave a row without a candidate
+                    lo = hi
+                bj = lo
+                bv = np.inf
+                for j in range(lo, hi + 1):
+                    v = prev[j] + _cost(cw, cs, css, j, i)
+                    if v < bv:
+                        bv = v
+                        bj = j
+                cur[i] = bv
+                opt[k, i] = bj
+                hi_next = bj
+        else:
+            evals = 0
+            stack[0, 0] = k
+            stack[0, 1] = n
+            stack[0, 2] = k - 1
+            stack[0, 3] = n - 1
+            top = 1
+            while top > 0:
+                top -= 1
+                lo = stack[top, 0]
+                hi = stack[top, 1]
+                olo = stack[top, 2]
+                ohi = stack[top, 3]
+                if lo > hi:
+                    continue
+                mid = (lo + hi) // 2
+                # opt[k-1][mid] <= opt[k][mid] (monotone in k too): skips most of the range
+                start = opt[k - 1, mid] if k > 2 and opt[k - 1, mid] > olo else olo
+                bv = np.inf
+                end = ohi if ohi < mid - 1 else mid - 1
+                if start > end:
+                    start = end
+                bj = start
+                for j in range(start, end + 1):
+                    v = prev[j] + _cost(cw, cs, css, j, mid)
+                    if v < bv:
+                        bv = v
+                        bj = j
+                evals += end - start + 1
+                cur[mid] = bv
+                opt[k, mid] = bj
+                # push right then left so the left half is solved first
+                stack[top, 0] = mid + 1
+                stack[top, 1] = hi
+                stack[top, 2] = bj
+                stack[top, 3] = ohi
+                top += 1
+                stack[top, 0] = lo
+                stack[top, 1] = mid - 1
+                stack[top, 2] = olo
+                stack[top, 3] = bj
+                top += 1
+            # what the downward scan would have cost on this row; it only shrinks as k grows
+            scan = 0
+            for i in range(k, n):
+                lo = opt[k - 1, i] if opt[k - 1, i] > k - 1 else k - 1
+                scan += opt[k, i + 1] - lo + 1
+            if scan < evals:
+                knuth = True
         best[k] = cur[n]
         for i in range(n + 1):
             prev[i] = cur[i]
