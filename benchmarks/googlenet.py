@@ -20,7 +20,6 @@ import os
 import time
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from weight_sharing.candidates import CandidateSet, select_candidates
@@ -29,8 +28,8 @@ from weight_sharing.evaluate import Evaluator
 from weight_sharing.models import create_model, layer_records
 from weight_sharing.sampling import draw_combinations, evaluate_combinations
 from weight_sharing.search import run_nsga2
-from weight_sharing.surrogate import design_matrix, fit_surrogate
-from weight_sharing.sweep import sweep_layers
+from weight_sharing.surrogate import design_matrix, fit_surrogate, sample_features
+from weight_sharing.sweep import rows_by_layer, sweep_layers
 from weight_sharing.validate import validate_front
 
 
@@ -116,9 +115,7 @@ def main():
     t = time.perf_counter()
     sweep_table, cluster_s, cluster_wait = sweep_layers(cal, [l["name"] for l in layers], grid,
                                                         baseline["calib_accuracy"], 1 << 16, args.workers)
-    sweeps = {}
-    for r in sweep_table.to_pylist():
-        sweeps.setdefault(r["layer"], []).append(r)
+    sweeps = rows_by_layer(sweep_table.to_pylist())
     sync(device)
     times["sweep"] = time.perf_counter() - t
     figures["sweep_cluster_cpu_s"] = sum(cluster_s.values())
@@ -149,10 +146,7 @@ def main():
     figures["sample_images_per_s"] = len(choices) * args.calib / times["sample"]
 
     t = time.perf_counter()
-    energy = np.array([l["energy"] for l in layers])
-    x = design_matrix(["layer_al", "layer_noise"],
-                      {"layer_al": np.array(samples.column("layer_al").to_pylist()),
-                       "layer_noise": np.array(samples.column("layer_inertia").to_pylist()) / energy})
+    x = design_matrix(["layer_al", "layer_noise"], sample_features(samples, [l["energy"] for l in layers]))
     surrogate, _ = fit_surrogate(x, samples.column("al").to_numpy(), [l["name"] for l in layers], folds=5,
                                  feature_names=["layer_al", "layer_noise"], positive=True)
     times["surrogate"] = time.perf_counter() - t

@@ -5,8 +5,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from workflow_utils import TINY, planned_jobs, result_tables, snakemake, snakemake_cmd, write_config
 
 DOWNSTREAM_OF_SEARCH = {"search", "validate", "export", "report", "summary", "all"}

@@ -2,7 +2,6 @@
 import copy
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -10,13 +9,8 @@ from weight_sharing.compression import compression_rate, index_bits
 from workflow_utils import TINY, snakemake, write_config
 
 
-@pytest.fixture
-def run(tiny_run):
-    return tiny_run
-
-
-def test_every_output_exists(run):
-    net = run / "results" / "tiny"
+def test_every_output_exists(tiny_run):
+    net = tiny_run / "results" / "tiny"
     for rel in ["demo/data.npz", "demo/checkpoint.pt", "baseline.json", "layers.parquet", "candidates.parquet",
                 "samples.parquet", "surrogate.json", "surrogate.png", "front_predicted.parquet",
                 "front_validated.parquet", "uniform.parquet", "report/fronts.png", "report/sensitivity.png",
@@ -24,15 +18,15 @@ def test_every_output_exists(run):
         assert (net / rel).is_file(), rel
     for layer in ["conv1", "conv2", "fc1", "fc2", "fc3"]:
         assert (net / "sweep" / f"{layer}.parquet").is_file()
-    summary = (run / "results" / "summary.md").read_text()
+    summary = (tiny_run / "results" / "summary.md").read_text()
     assert "| tiny | heavy | 99% | 5 |" in summary
-    assert (run / "results" / "summary.csv").read_text().startswith("network,")
+    assert (tiny_run / "results" / "summary.csv").read_text().startswith("network,")
 
 
-def test_sweep_rows(run):
-    t = pq.read_table(run / "results/tiny/sweep/conv1.parquet").to_pylist()
+def test_sweep_rows(tiny_run):
+    t = pq.read_table(tiny_run / "results/tiny/sweep/conv1.parquet").to_pylist()
     assert [r["k"] for r in t] == [2, 3, 4, 8, 16, 64, 150]  # 256 capped at the 150 weights
-    base = json.loads((run / "results/tiny/baseline.json").read_text())
+    base = json.loads((tiny_run / "results/tiny/baseline.json").read_text())
     for r in t:
         assert r["bits"] == index_bits(r["k"])
         assert len(r["centroids"]) == r["codebook_size"] and len(r["thresholds"]) == r["codebook_size"] - 1
@@ -41,8 +35,8 @@ def test_sweep_rows(run):
     assert all(a >= b for a, b in zip(inertia, inertia[1:]))  # more clusters never hurt
 
 
-def test_samples_and_front_consistent(run):
-    net = run / "results/tiny"
+def test_samples_and_front_consistent(tiny_run):
+    net = tiny_run / "results/tiny"
     weights = [r["weights"] for r in pq.read_table(net / "layers.parquet").to_pylist()]
     samples = pq.read_table(net / "samples.parquet").to_pylist()
     assert [s["sample"] for s in samples] == list(range(60))
@@ -58,15 +52,15 @@ def test_samples_and_front_consistent(run):
     assert surrogate["n_samples"] == 60 and "r2_heldout" in surrogate
 
 
-def test_uniform_256_loses_almost_nothing(run):
-    rows = {r["k"]: r for r in pq.read_table(run / "results/tiny/uniform.parquet").to_pylist()}
+def test_uniform_256_loses_almost_nothing(tiny_run):
+    rows = {r["k"]: r for r in pq.read_table(tiny_run / "results/tiny/uniform.parquet").to_pylist()}
     assert set(rows) == {2, 3, 4, 8, 16, 64, 256}
     assert abs(rows[256]["test_al"]) <= 0.01
     assert rows[2]["cr"] > rows[256]["cr"]
 
 
-def test_export_reloads_to_the_validated_model(run):
-    net = run / "results/tiny"
+def test_export_reloads_to_the_validated_model(tiny_run):
+    net = tiny_run / "results/tiny"
     rows = pq.read_table(net / "export.parquet").to_pylist()
     assert [r["target"] for r in rows] == [1.0, 1.5]
     validated = pq.read_table(net / "front_validated.parquet").to_pylist()

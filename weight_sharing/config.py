@@ -111,18 +111,23 @@ def check_network(config: dict, net: str) -> list[dict]:
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
     # one image through the model: the image shape fits, and the labels fit the classes
-    try:
-        with torch.inference_mode():
-            out = model(torch.zeros(1, *info["image_shape"]))
-    except RuntimeError as exc:
-        raise ConfigError(f"{key}.data.npz: images of shape {tuple(info['image_shape'])} do not fit "
-                          f"the model: {str(exc).splitlines()[0]}") from exc
-    num_classes = int(out.shape[-1])
+    num_classes = _num_classes(model, info["image_shape"],
+                               f"{key}.data.npz: images of shape {tuple(info['image_shape'])}")
     try:
         check_npz(net_cfg["data"]["npz"], num_classes=num_classes)
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc} (the model has {num_classes} classes)") from exc
     return layer_records(model)
+
+
+def _num_classes(model, image_shape, images: str) -> int:
+    """Outputs of the (eval-mode) model for one blank image; ConfigError if the shape does not fit."""
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, *image_shape))
+    except RuntimeError as exc:
+        raise ConfigError(f"{images} do not fit the model: {str(exc).splitlines()[0]}") from exc
+    return int(out.shape[-1])
 
 
 def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[dict]:
@@ -135,13 +140,7 @@ def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[di
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
     pre = model_preprocessing(model, model_cfg, data.get("image_size"))
-    try:
-        with torch.inference_mode():
-            out = model.eval()(torch.zeros(1, 3, pre.crop, pre.crop))
-    except RuntimeError as exc:
-        raise ConfigError(f"{key}.data: images of {pre.crop} px do not fit the model: "
-                          f"{str(exc).splitlines()[0]}") from exc
-    num_classes = int(out.shape[-1])
+    num_classes = _num_classes(model, (3, pre.crop, pre.crop), f"{key}.data: images of {pre.crop} px")
     if len(classes) > num_classes:
         raise ConfigError(f"{key}.data.root: {len(classes)} classes but the model has {num_classes} outputs; "
                           f"labels must lie in 0..{num_classes - 1}")

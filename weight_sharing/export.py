@@ -27,7 +27,7 @@ from safetensors.numpy import load_file, save_file
 
 from .compression import index_bits
 from .io import atomic_path
-from .kmeans import Codebook
+from .kmeans import Codebook, assign
 from .models import create_model, shared_layers
 
 FORMAT_NAME = "weight-sharing-packed"
@@ -108,7 +108,7 @@ def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], ar
     for name, module in layers.items():
         cb = codebooks[name]
         w = module.weight.detach().cpu().float().numpy()
-        idx = np.searchsorted(cb.thresholds, w.ravel(), side="right")
+        idx = assign(w.ravel(), cb)
         width = index_bits(cb.k)
         packed = pack_bits(idx, width)
         tensors[name + CODEBOOK] = np.asarray(cb.centroids, dtype=np.float32)

@@ -94,7 +94,7 @@ def _cost(cw, cs, css, j, i):
 
 @numba.njit(cache=True, nogil=True)
 def _dp(cw, cs, css, kmax):
-    """DP over prefixes; returns the argmin table (kmax+1, n+1) and D[k][n] for every k.
+    """DP over prefixes; returns the argmin table (kmax+1, n+1) that the clusters are backtracked from.
 
     Row k is solved by divide and conquer (O(n log n)) while k is small; once a
     downward scan bounded by opt[k-1][i] <= opt[k][i] <= opt[k][i+1] would cost
@@ -106,10 +106,8 @@ def _dp(cw, cs, css, kmax):
     prev = np.empty(n + 1)
     cur = np.empty(n + 1)
     opt = np.zeros((kmax + 1, n + 1), dtype=np.int32)
-    best = np.full(kmax + 1, np.inf)
     for i in range(n + 1):
         prev[i] = _cost(cw, cs, css, 0, i) if i > 0 else 0.0
-    best[1] = prev[n]
     stack = np.empty((4 * 64 + 8, 4), dtype=np.int64)
     knuth = False
     for k in range(2, kmax + 1):
@@ -182,10 +180,9 @@ def _dp(cw, cs, css, kmax):
                 scan += opt[k, i + 1] - lo + 1
             if scan < evals:
                 knuth = True
-        best[k] = cur[n]
         for i in range(n + 1):
             prev[i] = cur[i]
-    return opt, best
+    return opt
 
 
 def _backtrack(opt: np.ndarray, k: int, n: int) -> np.ndarray:
@@ -231,7 +228,7 @@ def kmeans_grid(values, ks, max_bins: int = DEFAULT_MAX_BINS) -> dict[int, Codeb
     bounds = np.append(first, len(uniq))
     n = len(first)
     kmax = min(max(ks), n)
-    opt, _ = _dp(pw[bounds], ps[bounds], pss[bounds], kmax)
+    opt = _dp(pw[bounds], ps[bounds], pss[bounds], kmax)
     out: dict[int, Codebook] = {}
     for k in ks:
         starts = first[_backtrack(opt, min(k, n), n)]

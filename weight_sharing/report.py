@@ -119,16 +119,11 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
         row[f"uniform_cr_{tag}"] = best_cr_within(ucr, uacc, level * base)
     exported = read_parquet(export_parquet).to_pylist()
     first = exported[0] if exported else {}
-    row["export_target"] = first.get("target")
-    row["export_meets_target"] = first.get("meets_target")
-    row["export_cr"] = first.get("cr")
-    row["export_file_bytes"] = first.get("file_bytes")
-    row["export_packed_shared_bytes"] = first.get("packed_shared_bytes")
-    row["shared_float_bytes"] = first.get("shared_float_bytes")
-    row["checkpoint_bytes"] = first.get("checkpoint_bytes")
-    row["export_cr_on_disk"] = first.get("cr_on_disk")
-    row["export_cr_huffman"] = first.get("cr_huffman")
-    row["export_file_ratio"] = first.get("file_ratio")
+    for column in ("target", "meets_target", "cr", "file_bytes", "packed_shared_bytes", "cr_on_disk",
+                   "cr_huffman", "file_ratio"):
+        row[f"export_{column}"] = first.get(column)
+    for column in ("shared_float_bytes", "checkpoint_bytes"):
+        row[column] = first.get(column)
     total = 0.0
     for stage in STAGES:
         s = benchmark_seconds(stage_benchmarks.get(stage, []))

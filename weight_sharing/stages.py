@@ -5,6 +5,7 @@ them; tests call them directly. Nothing here knows about Snakemake.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -22,7 +23,7 @@ from .io import atomic_path, read_json, read_parquet, write_json, write_parquet
 from .models import build_model, layer_records
 from .sampling import draw_combinations, evaluate_combinations, shard_bounds
 from .search import run_nsga2
-from .surrogate import design_matrix, fit_surrogate, plot_fit
+from .surrogate import design_matrix, fit_surrogate, plot_fit, sample_features
 from .sweep import codebook_from_row, read_sweeps, sweep_layers
 from .train import train_lenet5
 from .validate import evaluate_uniform, validate_front
@@ -176,10 +177,7 @@ def surrogate(samples_parquet: str, layers_parquet: str, features: list[str], po
     samples = read_parquet(samples_parquet)
     layer_table = _layers(layers_parquet)
     layers = [l["name"] for l in layer_table]
-    energy = np.array([l["energy"] for l in layer_table], dtype=np.float64)
-    per_layer = {"layer_al": np.array(samples.column("layer_al").to_pylist(), dtype=np.float64),
-                 "layer_noise": np.array(samples.column("layer_inertia").to_pylist(), dtype=np.float64) / energy}
-    x = design_matrix(features, per_layer)
+    x = design_matrix(features, sample_features(samples, [l["energy"] for l in layer_table]))
     y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
     model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed, feature_names=features, positive=positive)
     log.info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
@@ -253,8 +251,11 @@ def export(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     ckpt_bytes = Path(ckpt).stat().st_size if ckpt else None
     shared_float_bytes = int(cands.n_weights.sum()) * 4
     test_split = load_split(data_npz, "test")
+    source = build_model(model_cfg)  # the original weights, read by export_compressed
     # the in-memory compressed model the file must reproduce, built once for all targets
-    in_memory = _evaluate_model(build_model(model_cfg), test_split, evaluation)
+    in_memory = _evaluate_model(copy.deepcopy(source), test_split, evaluation)
+    arch = {k: model_cfg[k] for k in ("source", "arch")} | {"kwargs": model_cfg.get("kwargs") or {}}
+    source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
     rows = []
     for target, out in zip(targets, out_files):
         max_loss = target * (1 - bound) * base
@@ -266,12 +267,11 @@ def export(model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
             log.warning("export target %.2fx: no validated point within %.4f test AL; exporting the lowest-loss "
                         "point (test AL %.4f)", target, max_loss, point["test_al"])
         books = cands.codebooks_of(cands.choice_of_ks(point["k"]))
-        arch = {k: model_cfg[k] for k in ("source", "arch")} | {"kwargs": model_cfg.get("kwargs") or {}}
         meta = {"k": point["k"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": base,
-                "source_checkpoint_sha256": file_sha256(ckpt) if ckpt else "pretrained",
+                "source_checkpoint_sha256": source_sha256,
                 "code_version": __version__}
-        sizes = export_compressed(build_model(model_cfg), books, arch, out, extra_metadata=meta)
+        sizes = export_compressed(source, books, arch, out, extra_metadata=meta)
         # verify: the file alone must compute what the in-memory compressed model computes
         in_memory.apply(books)
         expected = in_memory.predictions().cpu()

@@ -30,6 +30,17 @@ def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray
     return np.hstack([np.atleast_2d(np.asarray(per_layer[f], dtype=np.float64)) for f in feature_names])
 
 
+def sample_features(samples, energy: np.ndarray) -> dict[str, np.ndarray]:
+    """Every feature (N, L) of measured samples (the sample table), for ``design_matrix``.
+
+    ``energy``: each layer's sum of squared weights, which turns the sampled
+    k-means inertia into relative quantisation noise.
+    """
+    inertia = np.array(samples.column("layer_inertia").to_pylist(), dtype=np.float64)
+    return {"layer_al": np.array(samples.column("layer_al").to_pylist(), dtype=np.float64),
+            "layer_noise": inertia / np.asarray(energy, dtype=np.float64)}
+
+
 def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
                   folds: int = 5, seed: int = 0, feature_names=("layer_al",),
                   positive: bool = False) -> tuple[dict, np.ndarray]:

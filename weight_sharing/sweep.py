@@ -148,10 +148,14 @@ def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], basel
     return pa.concat_tables(tables), cluster_s, waited
 
 
+def rows_by_layer(rows) -> dict[str, list[dict]]:
+    """Sweep rows grouped by layer, in order."""
+    by_layer: dict[str, list[dict]] = {}
+    for r in rows:
+        by_layer.setdefault(r["layer"], []).append(r)
+    return by_layer
+
+
 def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:
     """Sweep rows by layer, from any number of sweep files (one or several layers each)."""
-    by_layer: dict[str, list[dict]] = {}
-    for f in sweep_files:
-        for r in read_parquet(f).to_pylist():
-            by_layer.setdefault(r["layer"], []).append(r)
-    return by_layer
+    return rows_by_layer(r for f in sweep_files for r in read_parquet(f).to_pylist())
