@@ -1,8 +1,10 @@
 # Retraining-free weight-sharing exploration (ASP-DAC 2022), one results folder per network.
 # Rules only wire files, params and resources; the library weight_sharing does the work.
+import os
 import re
 
 import weight_sharing
+import weight_sharing.report
 import weight_sharing.sweep
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -11,8 +13,9 @@ from weight_sharing import config as wscfg
 min_version("9.0")
 
 
-# config.yaml is the default; a --configfile replaces it rather than being merged into it
-if not config:
+# config.yaml is the default; a --configfile replaces it rather than being merged into it,
+# while --config key=value overrides keys of whichever file is used
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
@@ -27,6 +30,11 @@ else:
     except (wscfg.ConfigError, FileNotFoundError) as exc:
         raise WorkflowError(f"invalid configuration: {exc}")
 
+# jobs run in conda environments (--sdm conda) import the library from this repository
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+)
+
 RESULTS = config["results"]
 NETS = list(config["networks"])
 CODE_VERSION = weight_sharing.__version__
@@ -38,8 +46,12 @@ wildcard_constraints:
     shard="[0-9]+",
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
-include: "rules/data.smk"
+include: "rules/demo.smk"
+include: "rules/decode.smk"
 include: "rules/prepare.smk"
 include: "rules/sweep.smk"
 include: "rules/candidates.smk"
@@ -47,16 +59,17 @@ include: "rules/sample.smk"
 include: "rules/surrogate.smk"
 include: "rules/search.smk"
 include: "rules/validate.smk"
+include: "rules/uniform.smk"
 include: "rules/export.smk"
 include: "rules/report.smk"
+include: "rules/summary.smk"
+
 
 # Stages that take seconds run on the submitting host even under a cluster executor:
 # queueing them would cost more than running them.
 localrules:
     all,
-    demo_data,
     candidates,
-    merge_samples,
     surrogate,
     report,
     summary,

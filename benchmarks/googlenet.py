@@ -24,13 +24,13 @@ import torch
 
 from weight_sharing.candidates import CandidateSet, select_candidates
 from weight_sharing.data import Split
-from weight_sharing.evaluate import Evaluator
+from weight_sharing.evaluate import Evaluator, measurement_columns
 from weight_sharing.models import create_model, layer_records
-from weight_sharing.sampling import draw_combinations, evaluate_combinations
+from weight_sharing.sample import draw_combinations, evaluate_combinations
 from weight_sharing.search import run_nsga2
 from weight_sharing.surrogate import design_matrix, fit_surrogate, sample_features
 from weight_sharing.sweep import rows_by_layer, sweep_layers
-from weight_sharing.validate import validate_front
+from weight_sharing.validate import measure_all, validate_front
 
 
 def sync(device):
@@ -93,7 +93,7 @@ def main():
     rng = np.random.default_rng(0)
     arch = {"source": "torchvision", "arch": "googlenet", "kwargs": {"aux_logits": False}}
     model = create_model(arch).eval()
-    layers = layer_records(model)
+    layers = layer_records(model, (3, args.size, args.size))
     grid = [2 ** i for i in range(1, int(np.log2(args.kmax)) + 1)]
     print(f"googlenet: {len(layers)} shared layers, {sum(l['weights'] for l in layers):,} weights; "
           f"{args.size} px; device {device}; precision {args.precision}; K grid {grid[0]}..{grid[-1]}")
@@ -106,9 +106,11 @@ def main():
     ev = dict(batch_size=args.batch, device=str(device), precision=args.precision, channels_last=True)
 
     t = time.perf_counter()
-    cal = Evaluator(copy.deepcopy(model), calib, **ev)
-    tst = Evaluator(copy.deepcopy(model), test, **ev)
+    names = [l["name"] for l in layers]
+    cal = Evaluator(copy.deepcopy(model), calib, layers=names, **ev)
+    tst = Evaluator(copy.deepcopy(model), test, layers=names, **ev)
     baseline = {"calib_accuracy": cal.accuracy(), "test_accuracy": tst.accuracy()}
+    cal.reference()  # the unmodified outputs every measurement's KL compares with (one pass)
     sync(device)
     times["prepare"] = time.perf_counter() - t
 
@@ -156,7 +158,11 @@ def main():
     times["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    validate_front(front, cands, cal, tst, baseline, bound=0.99)
+    books = [cands.codebooks_of(r["choice"]) for r in front.to_pylist()]
+    measured = [{**measurement_columns("calib_", mc, baseline["calib_accuracy"]),
+                 **measurement_columns("test_", mt, baseline["test_accuracy"])}
+                for mc, mt in zip(measure_all(cal, books, "calib"), measure_all(tst, books, "test"))]
+    validate_front(front, measured, baseline, bound=0.99)
     sync(device)
     times["validate"] = time.perf_counter() - t
     figures["front_points"] = front.num_rows

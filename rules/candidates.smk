@@ -1,3 +1,6 @@
+# Per layer and index bit-width, the K that loses least while meeting the bound.
+
+
 rule candidates:
     input:
         sweeps=sweep_files,
@@ -5,16 +8,17 @@ rule candidates:
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/candidates.parquet",
-    params:
-        bound=bound,
-        code_version=CODE_VERSION,
-    resources:
-        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/candidates.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/candidates.tsv"
     conda:
         "../envs/weight_sharing.yaml"
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        bound=bound,
+        signal=config["candidates"]["signal"],
+        code_version=CODE_VERSION,
     script:
         "../workflow_scripts/candidates.py"

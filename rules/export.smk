@@ -10,22 +10,24 @@ rule export:
         validated=f"{RESULTS}/{{net}}/front_validated.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
-        files=[f"{RESULTS}/{{net}}/export/loss_{t}x.safetensors" for t in config["export"]["targets"]],
+        files=[
+            f"{RESULTS}/{{net}}/export/loss_{t}x.safetensors" for t in config["export"]["targets"]
+        ],
         table=f"{RESULTS}/{{net}}/export.parquet",
-    params:
-        model=model_cfg,
-        bound=bound,
-        targets=config["export"]["targets"],
-        evaluation=EVALUATION,
-        code_version=CODE_VERSION,
-    threads: EVALUATION["threads"]
-    resources:
-        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/export.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/export.tsv"
     conda:
         "../envs/weight_sharing.yaml"
+    threads: THREADS
+    resources:
+        **EVAL_RESOURCES,
+    params:
+        model=model_cfg,
+        bound=bound,
+        targets=config["export"]["targets"],
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
     script:
         "../workflow_scripts/export.py"

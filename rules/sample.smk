@@ -1,4 +1,5 @@
-# Seeded random combinations, evaluated in shards; the union does not depend on the shard count.
+# Seeded random combinations of candidates, evaluated in shards; the union does not depend on
+# the shard count.
 
 
 rule sample:
@@ -10,6 +11,15 @@ rule sample:
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/samples/shard_{{shard}}.parquet",
+    log:
+        f"{RESULTS}/{{net}}/logs/sample/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/sample/shard_{{shard}}.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
+    threads: THREADS
+    resources:
+        **EVAL_RESOURCES,
     params:
         model=model_cfg,
         n=config["sample"]["n"],
@@ -17,31 +27,5 @@ rule sample:
         shards=config["sample"]["shards"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
-    threads: EVALUATION["threads"]
-    resources:
-        **EVAL_RESOURCES,
-    log:
-        f"{RESULTS}/{{net}}/logs/sample/shard_{{shard}}.log",
-    benchmark:
-        f"{RESULTS}/{{net}}/benchmarks/sample/shard_{{shard}}.tsv"
-    conda:
-        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/sample.py"
-
-
-rule merge_samples:
-    input:
-        sample_shards,
-    output:
-        f"{RESULTS}/{{net}}/samples.parquet",
-    params:
-        code_version=CODE_VERSION,
-    resources:
-        **LIGHT_RESOURCES,
-    log:
-        f"{RESULTS}/{{net}}/logs/merge_samples.log",
-    conda:
-        "../envs/weight_sharing.yaml"
-    script:
-        "../workflow_scripts/merge_samples.py"

@@ -1,3 +1,6 @@
+# NSGA-II on (predicted accuracy loss, exact compression rate).
+
+
 rule search:
     input:
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
@@ -5,18 +8,18 @@ rule search:
         surrogate=f"{RESULTS}/{{net}}/surrogate.json",
     output:
         f"{RESULTS}/{{net}}/front_predicted.parquet",
-    params:
-        pop_size=config["search"]["pop_size"],
-        generations=config["search"]["generations"],
-        seed=config["search"]["seed"],
-        code_version=CODE_VERSION,
-    resources:
-        **LIGHT_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/search.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/search.tsv"
     conda:
         "../envs/weight_sharing.yaml"
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        pop_size=config["search"]["pop_size"],
+        generations=config["search"]["generations"],
+        seed=config["search"]["seed"],
+        code_version=CODE_VERSION,
     script:
         "../workflow_scripts/search.py"

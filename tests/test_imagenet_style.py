@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from workflow_utils import snakemake, write_config
 
 from weight_sharing.config import ConfigError, check_config, validate_schema
-from weight_sharing.imagefolder import list_images, split_per_class
+from weight_sharing.decode import list_images, split_per_class
 from weight_sharing.models import create_model
-from workflow_utils import snakemake, write_config
 
 CLASSES = ["n01", "n02", "n03", "n04"]
 
@@ -52,7 +52,8 @@ def test_flat_ilsvrc_layout(folder, tmp_path):
             (flat / name).write_bytes(p.read_bytes())
             lines.append(f"{name} {c}")
     (tmp_path / "labels.txt").write_text("\n".join(lines) + "\n")
-    paths, labels, classes = list_images({"root": str(flat), "layout": "ilsvrc", "labels": str(tmp_path / "labels.txt")})
+    labels_file = str(tmp_path / "labels.txt")
+    paths, labels, classes = list_images({"root": str(flat), "layout": "ilsvrc", "labels": labels_file})
     assert classes == CLASSES and np.bincount(labels).tolist() == [6, 6, 6, 6]
 
 
@@ -132,8 +133,8 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "--cores", "2", "--keep-going")
     assert proc.returncode != 0
-    assert "unreadable image" in (tmp_path / "results/rn/logs/decode_data.log").read_text()
-    assert "n02/img5.JPEG" in (tmp_path / "results/rn/logs/decode_data.log").read_text()
+    assert "unreadable image" in (tmp_path / "results/rn/logs/decode.log").read_text()
+    assert "n02/img5.JPEG" in (tmp_path / "results/rn/logs/decode.log").read_text()
     make_folder(tmp_path / "val")  # repair the image
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -32,21 +32,38 @@ def test_changing_generations_reruns_search_and_after_only(tiny_run):
 
 def test_changing_sample_count_reruns_from_sample(tiny_run):
     jobs = dry_run_after_change(tiny_run, lambda c: c["sample"].update(n=61))
-    assert set(jobs) == {"sample", "merge_samples", "surrogate"} | DOWNSTREAM_OF_SEARCH
+    assert set(jobs) == {"sample", "surrogate"} | DOWNSTREAM_OF_SEARCH
     assert jobs["sample"] == 2
 
 
 def test_changing_sweep_grid_reruns_from_sweep(tiny_run):
     jobs = dry_run_after_change(tiny_run, lambda c: c["sweep"].update(k_values=[2, 3, 4, 8, 16, 32, 256]))
-    assert set(jobs) == {"sweep", "candidates", "sample", "merge_samples", "surrogate", "uniform"} \
-        | DOWNSTREAM_OF_SEARCH
+    assert set(jobs) == {"sweep", "candidates", "sample", "surrogate", "uniform"} | DOWNSTREAM_OF_SEARCH
     assert jobs["sweep"] == 5
-    assert "prepare" not in jobs and "demo_train" not in jobs
+    assert "prepare" not in jobs and "demo" not in jobs
 
 
 def test_changing_the_bound_reruns_from_candidates(tiny_run):
     jobs = dry_run_after_change(tiny_run, lambda c: c["networks"]["tiny"].update(bound=0.97))
-    assert set(jobs) == {"candidates", "sample", "merge_samples", "surrogate", "validate"} | DOWNSTREAM_OF_SEARCH
+    assert set(jobs) == {"candidates", "sample", "surrogate", "validate"} | DOWNSTREAM_OF_SEARCH
+
+
+def test_changing_the_thread_count_reruns_nothing(tiny_run):
+    jobs = dry_run_after_change(tiny_run, lambda c: c.setdefault("evaluation", {}).update(threads=2))
+    assert jobs == {}
+
+
+def test_config_override_keeps_the_workflow_config(tmp_path):
+    """--config key=value overrides a key of config.yaml; it does not drop the file."""
+    import shutil
+
+    from workflow_utils import REPO
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    proc = subprocess.run(snakemake_cmd(tmp_path, "--dry-run", "--cores", "1", "--config", "results=elsewhere",
+                                        configfile=None), capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "elsewhere/lenet5_mnist/demo/data.npz" in out and "elsewhere/summary.md" in out
 
 
 def test_killed_job_leaves_nothing_half_written_and_run_resumes(tiny_run, tmp_path):

@@ -4,11 +4,10 @@ import shutil
 import subprocess
 
 import pytest
-
 from workflow_utils import REPO, TINY, result_tables, snakemake, write_config
 
 GPU_STAGES = {"prepare", "sweep", "sample", "validate", "uniform", "export"}
-CLUSTER_STAGES = GPU_STAGES | {"demo_train", "search"}
+CLUSTER_STAGES = GPU_STAGES | {"demo", "search"}
 
 
 def slurm_up() -> bool:

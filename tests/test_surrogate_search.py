@@ -5,7 +5,7 @@ import pytest
 from weight_sharing.candidates import CandidateSet
 from weight_sharing.compression import compression_rates
 from weight_sharing.pareto import pareto_mask
-from weight_sharing.sampling import draw_combinations, shard_bounds
+from weight_sharing.sample import draw_combinations, shard_bounds
 from weight_sharing.search import run_nsga2
 from weight_sharing.surrogate import design_matrix, fit_surrogate, predict
 

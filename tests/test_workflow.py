@@ -1,80 +1,165 @@
-"""End-to-end runs of the workflow on a tiny config: every output, and their consistency."""
+"""End-to-end runs of the workflow on the tiny config: every output, its content, and their consistency."""
+
 import copy
 import json
+import math
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from weight_sharing.compression import compression_rate, index_bits
+import torch
 from workflow_utils import TINY, snakemake, write_config
 
+from weight_sharing.compression import compression_rate
 
-def test_every_output_exists(tiny_run):
+LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
+WEIGHTS = [150, 2400, 48000, 10080, 840]
+
+
+def read(run, rel):
+    return pq.read_table(run / "results" / "tiny" / rel).to_pylist()
+
+
+def is_png(path, min_bytes=5000):
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= min_bytes
+
+
+def test_demo_data_checkpoint_and_baseline(tiny_run):
     net = tiny_run / "results" / "tiny"
-    for rel in ["demo/data.npz", "demo/checkpoint.pt", "baseline.json", "layers.parquet", "candidates.parquet",
-                "samples.parquet", "surrogate.json", "surrogate.png", "front_predicted.parquet",
-                "front_validated.parquet", "uniform.parquet", "report/fronts.png", "report/sensitivity.png",
-                "report/summary.json", "logs/prepare.log", "logs/search.log"]:
-        assert (net / rel).is_file(), rel
-    for layer in ["conv1", "conv2", "fc1", "fc2", "fc3"]:
-        assert (net / "sweep" / f"{layer}.parquet").is_file()
-    summary = (tiny_run / "results" / "summary.md").read_text()
-    assert "| tiny | heavy | 99% | 5 |" in summary
-    assert (tiny_run / "results" / "summary.csv").read_text().startswith("network,")
+    with np.load(net / "demo/data.npz") as z:
+        assert z["x_train"].shape == (1500, 1, 28, 28) and z["x_calib"].shape == (200, 1, 28, 28)
+        assert z["x_test"].shape == (300, 1, 28, 28) and z["x_test"].dtype == np.uint8
+        assert sorted(np.unique(z["y_calib"])) == list(range(10))
+    from weight_sharing.models import LeNet5
+
+    LeNet5().load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
+    baseline = json.loads((net / "baseline.json").read_text())
+    assert baseline["calib_images"] == 200 and baseline["test_images"] == 300
+    assert baseline["calib_accuracy"] > 0.8 and baseline["test_accuracy"] > 0.8  # trained, not chance
+    assert baseline["shared_weights"] == sum(WEIGHTS) and baseline["unshared_layers"] == []
+    assert [r["name"] for r in read(tiny_run, "layers.parquet")] == LAYERS
+    assert [r["weights"] for r in read(tiny_run, "layers.parquet")] == WEIGHTS
+    log = (net / "logs/prepare.log").read_text()
+    assert f"baseline calib accuracy {baseline['calib_accuracy']:.4f}" in log
 
 
 def test_sweep_rows(tiny_run):
-    t = pq.read_table(tiny_run / "results/tiny/sweep/conv1.parquet").to_pylist()
-    assert [r["k"] for r in t] == [2, 3, 4, 8, 16, 64, 150]  # 256 capped at the 150 weights
     base = json.loads((tiny_run / "results/tiny/baseline.json").read_text())
-    for r in t:
-        assert r["bits"] == index_bits(r["k"])
-        assert len(r["centroids"]) == r["codebook_size"] and len(r["thresholds"]) == r["codebook_size"] - 1
-        assert r["al"] == pytest.approx(base["calib_accuracy"] - r["accuracy"])
-    inertia = [r["inertia"] for r in t]
-    assert all(a >= b for a, b in zip(inertia, inertia[1:]))  # more clusters never hurt
+    for layer, weights in zip(LAYERS, WEIGHTS):
+        rows = read(tiny_run, f"sweep/{layer}.parquet")
+        assert [r["k"] for r in rows] == sorted({min(k, weights) for k in TINY["sweep"]["k_values"]})
+        for r in rows:
+            assert r["bits"] == math.ceil(math.log2(r["k"]))
+            assert len(r["centroids"]) == r["codebook_size"] and len(r["thresholds"]) == r["codebook_size"] - 1
+            assert r["al"] == pytest.approx(base["calib_accuracy"] - r["accuracy"])
+            # top-1 can move by at most the fraction of predictions that changed; KL is a divergence
+            assert abs(r["al"]) <= r["changed"] + 1e-12 and r["kl"] >= 0
+        inertia = [r["inertia"] for r in rows]
+        assert all(a >= b for a, b in zip(inertia, inertia[1:]))  # more clusters never hurt
+        assert rows[-1]["kl"] < rows[0]["kl"]  # the finest codebook perturbs the network less than K=2
 
 
-def test_samples_and_front_consistent(tiny_run):
-    net = tiny_run / "results/tiny"
-    weights = [r["weights"] for r in pq.read_table(net / "layers.parquet").to_pylist()]
-    samples = pq.read_table(net / "samples.parquet").to_pylist()
-    assert [s["sample"] for s in samples] == list(range(60))
+def dominated(point, others):
+    return any(o["cr"] >= point["cr"] and o["test_al"] <= point["test_al"]
+               and (o["cr"] > point["cr"] or o["test_al"] < point["test_al"]) for o in others)
+
+
+def test_samples_front_and_surrogate_consistent(tiny_run):
+    samples = read(tiny_run, "samples/shard_0.parquet") + read(tiny_run, "samples/shard_1.parquet")
+    assert sorted(s["sample"] for s in samples) == list(range(60))
+    assert len({tuple(s["k"]) for s in samples}) == 60  # distinct combinations
+    cands = {}
+    for c in read(tiny_run, "candidates.parquet"):
+        cands.setdefault(c["layer"], set()).add(c["k"])
     for s in samples:
-        assert s["cr"] == pytest.approx(compression_rate(weights, s["k"]))
-    validated = pq.read_table(net / "front_validated.parquet").to_pylist()
-    predicted = pq.read_table(net / "front_predicted.parquet").to_pylist()
-    assert len(validated) == len(predicted) >= 1
+        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"]))
+        assert all(k in cands[layer] for layer, k in zip(LAYERS, s["k"]))
+    validated = read(tiny_run, "front_validated.parquet")
+    predicted = read(tiny_run, "front_predicted.parquet")
+    assert [v["k"] for v in validated] == [p["k"] for p in predicted] and validated
     for v in validated:
-        assert v["cr"] == pytest.approx(compression_rate(weights, v["k"]))
-    assert any(v["on_front"] for v in validated)
-    surrogate = json.loads((net / "surrogate.json").read_text())
-    assert surrogate["n_samples"] == 60 and "r2_heldout" in surrogate
+        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"]))
+        # on_front: exactly the points no other validated point dominates on the test split
+        assert v["on_front"] == (not dominated(v, validated))
+    surrogate = json.loads((tiny_run / "results/tiny/surrogate.json").read_text())
+    assert surrogate["n_samples"] == 60 and surrogate["layers"] == LAYERS
+    assert min(surrogate["coef"]) >= 0  # positive: true
+    # the stored coefficients reproduce the training fit the file reports
+    energy = np.array([r["energy"] for r in read(tiny_run, "layers.parquet")])
+    x = np.hstack([np.array([s["layer_al"] for s in samples]),
+                   np.array([s["layer_inertia"] for s in samples]) / energy])
+    y = np.array([s["al"] for s in samples])
+    pred = x @ np.array(surrogate["coef"]) + surrogate["intercept"]
+    r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert r2 == pytest.approx(surrogate["r2_train"], abs=1e-9)
+    assert surrogate["r2_heldout"] <= surrogate["r2_train"] + 1e-9
 
 
 def test_uniform_256_loses_almost_nothing(tiny_run):
-    rows = {r["k"]: r for r in pq.read_table(tiny_run / "results/tiny/uniform.parquet").to_pylist()}
+    rows = {r["k"]: r for r in read(tiny_run, "uniform.parquet")}
     assert set(rows) == {2, 3, 4, 8, 16, 64, 256}
     assert abs(rows[256]["test_al"]) <= 0.01
     assert rows[2]["cr"] > rows[256]["cr"]
+    assert rows[2]["calib_kl"] > rows[256]["calib_kl"]
 
 
 def test_export_reloads_to_the_validated_model(tiny_run):
+    from weight_sharing.candidates import CandidateSet
+    from weight_sharing.data import load_split
+    from weight_sharing.evaluate import Evaluator
+    from weight_sharing.export import load_compressed
+    from weight_sharing.models import LeNet5
+
     net = tiny_run / "results/tiny"
-    rows = pq.read_table(net / "export.parquet").to_pylist()
+    rows = read(tiny_run, "export.parquet")
     assert [r["target"] for r in rows] == [1.0, 1.5]
-    validated = pq.read_table(net / "front_validated.parquet").to_pylist()
+    cands = CandidateSet(pq.read_table(net / "candidates.parquet"), read(tiny_run, "layers.parquet"))
+    split = load_split(net / "demo/data.npz", "test")
+    validated = {tuple(v["k"]): v for v in read(tiny_run, "front_validated.parquet")}
     for r in rows:
         path = net / "export" / r["file"]
-        assert path.is_file() and path.stat().st_size == r["file_bytes"]
-        assert r["predictions_equal"]
-        assert any(v["k"] == r["k"] and v["test_accuracy"] == r["test_accuracy"] for v in validated)
-        assert r["packed_shared_bytes"] == r["index_bytes"] + r["codebook_bytes"]
-        assert r["cr_on_disk"] == pytest.approx(r["shared_float_bytes"] / r["packed_shared_bytes"])
-        assert r["cr_huffman"] >= r["cr_on_disk"] * 0.999
-    from weight_sharing.export import load_compressed
-    model, meta = load_compressed(net / "export" / rows[0]["file"])
-    assert meta["architecture"]["arch"] == "lenet5" and json.loads(meta["k"]) == rows[0]["k"]
+        model, meta = load_compressed(path)
+        assert meta["architecture"] == {"source": "builtin", "arch": "lenet5", "kwargs": {}}
+        assert [l["k"] for l in meta["shared_layers"]] == r["k"]
+        # the file alone predicts what the original checkpoint with the chosen codebooks predicts
+        original = LeNet5()
+        original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
+        reference = Evaluator(original, split, device="cpu")
+        reference.apply(cands.codebooks_of(cands.choice_of_ks(r["k"])))
+        got = Evaluator(model, split, device="cpu").predictions()
+        assert torch.equal(reference.predictions(), got)
+        assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == validated[tuple(r["k"])][
+            "test_accuracy"]
+        # index bytes as stored: each layer's stream of ceil(log2 K)-bit indices rounded up to whole bytes
+        assert r["index_bytes"] == sum(math.ceil(w * math.ceil(math.log2(k)) / 8) for w, k in zip(WEIGHTS, r["k"]))
+        assert r["codebook_bytes"] <= 4 * sum(r["k"])
+        assert r["file_bytes"] < 4 * sum(WEIGHTS) / 4  # the file is far smaller than the float32 weights
+
+
+def test_plots_and_summary_content(tiny_run):
+    net = tiny_run / "results/tiny"
+    for png in ("report/fronts.png", "report/sensitivity.png", "surrogate.png"):
+        assert is_png(net / png), png
+    row = json.loads((net / "report/summary.json").read_text())
+    summary = (tiny_run / "results/summary.md").read_text()
+    line = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
+    assert line.startswith("| tiny | heavy | 99% | 5 | 0.246 |")
+    assert f"| {row['surrogate_r2']:.3f} " in line
+    csv_lines = (tiny_run / "results/summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("network,") and csv_lines[1].startswith("tiny,heavy,")
+    assert row["time_total_s"] == pytest.approx(sum(row[f"time_{s}_s"] for s in (
+        "prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")))
+    assert row["time_sweep_s"] > 0 and row["time_sample_s"] > 0
+
+
+def test_snakemake_report_contains_every_plot(tiny_run):
+    proc = snakemake(tiny_run, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    for name in ("fronts.png", "sensitivity.png", "surrogate.png", "summary.csv"):
+        assert name in html, name
+    assert "Per-layer sensitivity" in html and "Compression rate against accuracy loss" in html
 
 
 def test_bad_config_stops_before_any_work(tmp_path):

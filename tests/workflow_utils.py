@@ -8,16 +8,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "networks": {"tiny": {"category": "heavy", "demo": True, "model": {"source": "builtin", "arch": "lenet5"}}},
-    "demo": {"n_train": 1500, "n_calib": 200, "n_test": 300, "epochs": 4, "batch_size": 64},
-    "evaluation": {"batch_size": 500},
-    "sweep": {"k_values": [2, 3, 4, 8, 16, 64, 256]},
-    "sample": {"n": 60, "shards": 2},
-    "surrogate": {"folds": 3},
-    "search": {"pop_size": 16, "generations": 12},
-    "uniform": {"k_max": 256},
-}
+CONFIGS = REPO / "tests" / "configs"
+TINY = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
 
 
 def write_config(workdir: Path, config: dict) -> Path:
@@ -27,9 +19,10 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def snakemake_cmd(workdir: Path, *args: str, configfile: str = "config.yaml") -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-            "--configfile", str(workdir / configfile), *args]
+def snakemake_cmd(workdir: Path, *args: str, configfile: str | None = "config.yaml") -> list[str]:
+    """snakemake on the repository's Snakefile in ``workdir`` (with ``configfile`` from it, unless None)."""
+    config = ["--configfile", str(workdir / configfile)] if configfile else []
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *config, *args]
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900, configfile: str = "config.yaml"

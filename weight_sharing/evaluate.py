@@ -1,27 +1,37 @@
-"""Fast top-1 evaluation of a model whose shared layers are swapped for codebooks.
+"""Fast evaluation of a model whose shared layers are swapped for codebooks.
 
-The split stays resident on the device as uint8 and is normalised per batch;
-original weights are kept once, so applying a combination of codebooks (one
-bucketize and gather per layer) and restoring cost milliseconds.
+Every measurement gives top-1 accuracy and, from the same logits, the mean KL
+divergence of the shared network's softmax from the unmodified network's on the
+same images: a continuous signal where top-1 on a few hundred images moves in
+steps of one image. The split is read in batches from host memory (a
+memory-mapped .npz member: nothing is copied whole); on CUDA it is kept resident
+on the device as uint8 when it fits, else streamed through pinned buffers with
+the next batch read while the current one runs. Original weights are kept once,
+so applying a combination of codebooks (one bucketize and gather per layer) and
+restoring cost milliseconds.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import Split
+from .data import Split, load_split
 from .kmeans import Codebook
-from .models import shared_layers
+from .models import build_model, shared_layers
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RESIDENT_FRACTION = 0.25  # a split stays on the GPU when it takes at most this share of free memory
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -34,12 +44,30 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-class Evaluator:
-    """Top-1 accuracy of ``model`` on one split, with codebooks applied in place."""
+@dataclass(frozen=True)
+class Measurement:
+    """One evaluation of the (possibly shared) network on a split.
 
-    def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000,
-                 device: str = "auto", precision: str = "fp32",
-                 channels_last: bool = False, compile: bool = False):
+    ``kl``: mean over images of KL(p_baseline || p_shared) in nats; ``changed``:
+    fraction of images whose top-1 differs from the unmodified network's (an upper
+    bound on the accuracy it can lose, known without labels); ``broken``/``fixed``:
+    images the baseline got right and this gets wrong, and the reverse.
+    """
+
+    accuracy: float
+    kl: float
+    changed: float
+    broken: int
+    fixed: int
+    n: int
+
+
+class Evaluator:
+    """Top-1 accuracy and KL to the unmodified model on one split, with codebooks applied in place."""
+
+    def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000, device: str = "auto",
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                 layers=None, resident: bool | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"evaluation.precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -51,42 +79,118 @@ class Evaluator:
         model = model.eval().to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.layers = dict(shared_layers(model))
+        self.layers = dict(shared_layers(model, layers))
         # contiguous copies (bucketize wants them; channels_last weights are not)
         self.originals = {n: m.weight.detach().clone(memory_format=torch.contiguous_format)
                           for n, m in self.layers.items()}
         self.forward = torch.compile(model) if compile else model
         self.model = model
-        self.x = torch.from_numpy(split.x).to(self.device)
-        self.y = torch.from_numpy(split.y).to(self.device)
+        self.host_x = split.x
+        self.y = torch.from_numpy(np.asarray(split.y)).to(self.device)
         shape = (1, -1) + (1,) * (split.x.ndim - 2)
         self.mean = torch.from_numpy(split.mean).to(self.device).view(shape) * 255.0
         self.std = torch.from_numpy(split.std).to(self.device).view(shape) * 255.0
         self.n = len(split)
+        if resident is None:
+            resident = self.device.type == "cuda" and split.x.nbytes <= RESIDENT_FRACTION * torch.cuda.mem_get_info(
+                self.device)[0]
+        self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
+        self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def release(self) -> None:
+        """Free the device memory held for the split and the reference outputs."""
+        self.x = self._reference = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def _host_batch(self, i: int) -> torch.Tensor:
+        t = torch.from_numpy(np.array(self.host_x[i:i + self.batch_size]))  # reads the pages: a writable copy
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def _batches(self):
+        """(start, normalised float batch) over the split, in order."""
+        starts = range(0, self.n, self.batch_size)
+        if self.x is not None:
+            for i in starts:
+                yield i, self.x[i:i + self.batch_size]
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="split-reader") as pool:
+            pending = pool.submit(self._host_batch, 0)
+            for i in starts:
+                host = pending.result()
+                if i + self.batch_size < self.n:
+                    pending = pool.submit(self._host_batch, i + self.batch_size)
+                yield i, host.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
+    def _pass(self, reduce) -> None:
+        """One pass over the split: ``reduce(start, logits)`` for every batch."""
+        with self._autocast():
+            for i, xb in self._batches():
+                xb = (xb.float() - self.mean) / self.std
+                if self.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                reduce(i, self.forward(xb).float())
+
     def predictions(self) -> torch.Tensor:
         """Top-1 class of every image (int64, on the device)."""
         out = torch.empty(self.n, dtype=torch.int64, device=self.device)
-        with self._autocast():
-            for i in range(0, self.n, self.batch_size):
-                xb = (self.x[i:i + self.batch_size].float() - self.mean) / self.std
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                out[i:i + self.batch_size] = self.forward(xb).argmax(dim=1)
-        return out
 
-    def correct(self) -> int:
-        return int((self.predictions() == self.y).sum())
+        def keep(i, logits):
+            out[i:i + len(logits)] = logits.argmax(dim=1)
+
+        self._pass(keep)
+        return out
 
     def accuracy(self) -> float:
         """Top-1 accuracy as a fraction of the split."""
-        return self.correct() / self.n
+        return int((self.predictions() == self.y).sum()) / self.n
+
+    @torch.no_grad()
+    def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-softmax and top-1 of the unmodified model (computed once, with the original weights)."""
+        if self._reference is None:
+            current = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+            self.restore()
+            logp = None
+            pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
+
+            def keep(i, logits):
+                nonlocal logp
+                if logp is None:
+                    logp = torch.empty(self.n, logits.shape[1], dtype=torch.float32, device=self.device)
+                logp[i:i + len(logits)] = torch.log_softmax(logits, dim=1)
+                pred[i:i + len(logits)] = logits.argmax(dim=1)
+
+            self._pass(keep)
+            for n, m in self.layers.items():
+                m.weight.copy_(current[n])
+            self._reference = (logp, pred)
+        return self._reference
+
+    def measure(self) -> Measurement:
+        """Accuracy, KL to the unmodified model and changed predictions, in one pass."""
+        ref_logp, ref_pred = self.reference()
+        kl = torch.zeros((), dtype=torch.float64, device=self.device)
+        pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
+
+        def reduce(i, logits):
+            nonlocal kl
+            ref = ref_logp[i:i + len(logits)]
+            logp = torch.log_softmax(logits, dim=1)
+            kl += (ref.exp() * (ref - logp)).sum().double()
+            pred[i:i + len(logits)] = logits.argmax(dim=1)
+
+        self._pass(reduce)
+        right, base_right = pred == self.y, ref_pred == self.y
+        return Measurement(accuracy=int(right.sum()) / self.n, kl=max(float(kl) / self.n, 0.0),
+                           changed=int((pred != ref_pred).sum()) / self.n, broken=int((base_right & ~right).sum()),
+                           fixed=int((~base_right & right).sum()), n=self.n)
 
     @torch.no_grad()
     def apply(self, codebooks: Mapping[str, Codebook]) -> None:
@@ -110,6 +214,23 @@ class Evaluator:
             yield self
         finally:
             self.restore(codebooks.keys())
+
+
+def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation: dict, layers=None) -> Evaluator:
+    """An evaluator with the configured engine settings (``evaluation``: the config section),
+    for a built model or a model config."""
+    if isinstance(model, dict):
+        model = build_model(model)
+    return Evaluator(model, load_split(data_npz, split), batch_size=int(evaluation["batch_size"]),
+                     device=evaluation["device"], precision=evaluation["precision"],
+                     channels_last=bool(evaluation["channels_last"]), compile=bool(evaluation["compile"]),
+                     layers=layers)
+
+
+def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -> dict:
+    """The columns every evaluated table records for one split: accuracy, loss, KL, changed predictions."""
+    return {f"{prefix}accuracy": m.accuracy, f"{prefix}al": baseline_accuracy - m.accuracy, f"{prefix}kl": m.kl,
+            f"{prefix}changed": m.changed}
 
 
 class Progress:

@@ -1,14 +1,17 @@
-"""The compressed model as a file: codebooks plus bit-packed indices in safetensors, and its loader.
+"""Stage export: the chosen points as files of codebooks plus bit-packed indices (safetensors), and the loader.
 
-Layout of a ``.safetensors`` export (format version 1):
+Layout of a ``.safetensors`` export (format version 2):
 - for each shared layer ``L``: ``L.weight.codebook`` (float32, the shared values) and
   ``L.weight.indices`` (uint8, the layer's indices packed at ceil(log2 K) bits each,
   least significant bit first, in the weight's row-major order);
 - every other tensor of the state_dict (biases, normalisation, buffers) as it is;
-- metadata (strings): format name and version, the architecture (source, name,
-  kwargs), each shared layer's shape, K and bit width, the source checkpoint's
-  SHA-256, accuracy, CR, and a SHA-256 over all tensor bytes that the loader
-  checks, so a corrupted file is refused instead of giving a silently wrong model.
+- metadata (strings): format name and version, the architecture (source, name and
+  the constructor kwargs that rebuild the evaluated module tree exactly, see
+  ``models.architecture``), each shared layer's shape, K and bit width, the source
+  checkpoint's SHA-256, accuracy, CR, and a SHA-256 over all tensor bytes and every
+  other metadata field that the loader checks, so a corrupted or edited file is
+  refused instead of giving a silently wrong model. Version 1 files (whose hash
+  covered the tensors only) are still read.
 """
 from __future__ import annotations
 
@@ -25,14 +28,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from .bound import best_within
 from .compression import index_bits
 from .io import atomic_path
 from .kmeans import Codebook, assign
 from .models import create_model, shared_layers
 
 FORMAT_NAME = "weight-sharing-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PACK_CHUNK = 1 << 16  # values packed per step: bounds the temporary bit array
 CODEBOOK, INDICES = ".weight.codebook", ".weight.indices"
+SELECT_SPLIT = "test"  # the split the exported points are chosen on
 
 
 class ExportFormatError(ValueError):
@@ -50,8 +56,11 @@ def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
         raise ValueError(f"bit width must be in 0..32, got {width}")
     if v.size and (v.min() < 0 or v.max() >= (1 << width)):
         raise ValueError(f"values must lie in 0..{(1 << width) - 1} for width {width}")
-    bits = ((v[:, None] >> np.arange(width)) & 1).astype(np.uint8)
-    return np.packbits(bits.ravel(), bitorder="little")
+    # chunks of a multiple of 8 values end on a byte boundary, so their packed bytes concatenate
+    shifts = np.arange(width, dtype=np.int64)
+    out = [np.packbits(((v[i:i + PACK_CHUNK, None] >> shifts) & 1).astype(np.uint8).ravel(), bitorder="little")
+           for i in range(0, v.size, PACK_CHUNK)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint8)
 
 
 def unpack_bits(packed: np.ndarray, width: int, count: int) -> np.ndarray:
@@ -62,15 +71,22 @@ def unpack_bits(packed: np.ndarray, width: int, count: int) -> np.ndarray:
     if len(packed) != needed:
         raise ExportFormatError(f"packed indices hold {len(packed)} bytes, expected {needed} "
                                 f"for {count} values of {width} bits")
-    bits = np.unpackbits(np.asarray(packed, dtype=np.uint8), count=count * width, bitorder="little")
-    return (bits.reshape(count, width).astype(np.int64) << np.arange(width)).sum(axis=1)
+    packed = np.asarray(packed, dtype=np.uint8)
+    shifts = np.arange(width, dtype=np.int64)
+    out = np.empty(count, dtype=np.int64)
+    for i in range(0, count, PACK_CHUNK):  # PACK_CHUNK values span a whole number of bytes
+        n = min(PACK_CHUNK, count - i)
+        chunk = packed[i * width // 8: math.ceil((i + n) * width / 8)]
+        bits = np.unpackbits(chunk, count=n * width, bitorder="little")
+        out[i:i + n] = (bits.reshape(n, width).astype(np.int64) << shifts).sum(axis=1)
+    return out
 
 
 def huffman_bits(counts: np.ndarray) -> int:
     """Total bits of the symbols coded with an optimal prefix (Huffman) code of these frequencies."""
     c = [int(x) for x in np.asarray(counts).ravel() if x > 0]
     if len(c) <= 1:
-        return sum(c)  # a single symbol still needs one bit per occurrence to be decodable in a stream
+        return 0  # one symbol: the count (the layer's shape) says everything, as in the packed format at K = 1
     heap = list(c)
     heapq.heapify(heap)
     total = 0
@@ -81,8 +97,12 @@ def huffman_bits(counts: np.ndarray) -> int:
     return total
 
 
-def _payload_hash(tensors: dict[str, np.ndarray]) -> str:
+def _payload_hash(tensors: dict[str, np.ndarray], metadata: dict | None = None) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes) and, from version 2, every metadata field."""
     h = hashlib.sha256()
+    if metadata is not None:
+        fields = {k: v for k, v in metadata.items() if k != "payload_sha256"}
+        h.update(json.dumps(fields, sort_keys=True).encode())
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
         h.update(name.encode())
@@ -96,12 +116,10 @@ def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], ar
                       path: str | Path, extra_metadata: dict | None = None) -> dict:
     """Write ``model`` with ``codebooks`` applied as a packed safetensors file; return size figures.
 
-    ``architecture``: {"source", "arch", "kwargs"}, enough to rebuild the module tree.
+    ``architecture``: {"source", "arch", "kwargs"} from ``models.architecture``, enough to rebuild the
+    module tree; ``codebooks``: one per shared layer (the others are stored as they are).
     """
-    layers = dict(shared_layers(model))
-    missing = [n for n in layers if n not in codebooks]
-    if missing:
-        raise ValueError(f"export: no codebook for shared layers {missing}")
+    layers = dict(shared_layers(model, list(codebooks)))
     tensors: dict[str, np.ndarray] = {}
     shared_meta = []
     index_bytes = codebook_bytes = huffman_total = 0
@@ -127,10 +145,10 @@ def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], ar
         "architecture": json.dumps({"source": architecture["source"], "arch": architecture["arch"],
                                     "kwargs": architecture.get("kwargs") or {}}),
         "shared_layers": json.dumps(shared_meta),
-        "payload_sha256": _payload_hash(tensors),
     }
     for k, v in (extra_metadata or {}).items():
         metadata[k] = v if isinstance(v, str) else json.dumps(v)
+    metadata["payload_sha256"] = _payload_hash(tensors, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return {"file_bytes": Path(path).stat().st_size, "index_bytes": index_bytes,
@@ -162,6 +180,8 @@ def read_metadata(path: str | Path) -> dict:
         version = int(meta.get("format_version", ""))
     except ValueError as exc:
         raise ExportFormatError(f"{str(path)!r}: bad format_version {meta.get('format_version')!r}") from exc
+    if version < 1:
+        raise ExportFormatError(f"{str(path)!r}: bad format_version {version}; versions start at 1")
     if version > FORMAT_VERSION:
         raise ExportFormatError(f"{str(path)!r} has format version {version}, newer than this library "
                                 f"reads (up to {FORMAT_VERSION}); upgrade weight-sharing")
@@ -179,9 +199,12 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ExportFormatError(f"{str(path)!r}: cannot read tensors ({exc}); the file is truncated or corrupted") from exc
-    if _payload_hash(tensors) != meta.get("payload_sha256"):
-        raise ExportFormatError(f"{str(path)!r}: tensor data does not match its checksum; the file is corrupted")
+        raise ExportFormatError(f"{str(path)!r}: cannot read tensors ({exc}); the file is truncated or "
+                                "corrupted") from exc
+    covered = meta if int(meta["format_version"]) >= 2 else None
+    if _payload_hash(tensors, covered) != meta.get("payload_sha256"):
+        raise ExportFormatError(f"{str(path)!r}: tensor data or metadata does not match its checksum; the file is "
+                                "corrupted or was edited")
     arch = json.loads(meta["architecture"])
     if expected_arch is not None and arch["arch"] != expected_arch:
         raise ExportFormatError(f"{str(path)!r} holds a {arch['arch']!r} model, expected {expected_arch!r}")
@@ -215,6 +238,100 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
     for k in ("architecture", "shared_layers"):
         decoded[k] = json.loads(meta[k])
     return model.eval(), decoded
+
+
+def choose_point(validated: list[dict], baseline_accuracy: float, bound: float, target: float,
+                 split: str) -> tuple[dict, bool]:
+    """Target t: the highest-CR point whose ``split`` accuracy loses at most t x the bound's allowed
+    loss ((1 - bound) x baseline); if none does, the lowest-loss point, flagged (False)."""
+    effective = 1 - target * (1 - bound)
+    best = best_within([v["cr"] for v in validated], [v[f"{split}_accuracy"] for v in validated],
+                       baseline_accuracy, effective)
+    if best is not None:
+        return validated[best], True
+    return min(validated, key=lambda v: (v[f"{split}_al"], -v["cr"])), False
+
+
+def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, validated_parquet: str,
+        baseline_json: str, bound: float, targets: list[float], evaluation: dict, out_files: list[str],
+        out_table: str) -> None:
+    """Write the chosen validated points as packed files; reload each and verify it predicts the same.
+
+    The verification compares, on every test image, the predictions of the model
+    reloaded from the file alone with those of the in-memory model the validation
+    measured; the stage fails (and leaves no file) if one differs.
+    """
+    import copy
+    import logging
+
+    import torch
+
+    from . import __version__
+    from .candidates import CandidateSet
+    from .data import load_split
+    from .evaluate import evaluator_for
+    from .io import read_json, read_parquet, write_parquet
+    from .models import architecture, build_model, file_sha256
+
+    log = logging.getLogger(__name__)
+    if len(targets) != len(out_files):
+        raise ValueError(f"export: {len(targets)} targets but {len(out_files)} output files")
+    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
+    baseline = read_json(baseline_json)
+    validated = read_parquet(validated_parquet).to_pylist()
+    if not validated:
+        raise ValueError("export: the validated front is empty")
+    base = baseline[f"{SELECT_SPLIT}_accuracy"]
+    ckpt = model_cfg.get("checkpoint")
+    ckpt_bytes = Path(ckpt).stat().st_size if ckpt else None
+    shared_float_bytes = int(cands.n_weights.sum()) * 4
+    y_test = load_split(data_npz, "test").y
+    source = build_model(model_cfg)  # the original weights, read by export_compressed
+    # the in-memory compressed model the file must reproduce, built once for all targets
+    in_memory = evaluator_for(copy.deepcopy(source), data_npz, "test", evaluation, layers=cands.layer_names)
+    arch = architecture(model_cfg)
+    source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
+    rows = []
+    for target, out in zip(targets, out_files):
+        point, met = choose_point(validated, base, bound, target, SELECT_SPLIT)
+        if not met:
+            log.warning("export target %.2fx: no validated point within the allowed %s loss; exporting the "
+                        "lowest-loss point (%s AL %.4f)", target, SELECT_SPLIT, SELECT_SPLIT,
+                        point[f"{SELECT_SPLIT}_al"])
+        books = cands.codebooks_of(cands.choice_of_ks(point["k"]))
+        meta = {"k": point["k"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
+                "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": baseline["test_accuracy"],
+                "source_checkpoint_sha256": source_sha256, "code_version": __version__}
+        sizes = export_compressed(source, books, arch, out, extra_metadata=meta)
+        # verify: the file alone must compute what the in-memory compressed model computes
+        in_memory.apply(books)
+        expected = in_memory.predictions().cpu()
+        reloaded_model, _ = load_compressed(out)
+        reloaded = evaluator_for(reloaded_model, data_npz, "test", evaluation, layers=cands.layer_names)
+        got = reloaded.predictions().cpu()
+        reloaded.release()
+        acc = float((got.numpy() == y_test).mean())
+        if not torch.equal(expected, got) or abs(acc - point["test_accuracy"]) > 1e-12:
+            Path(out).unlink(missing_ok=True)
+            raise RuntimeError(f"export {out}: the reloaded model differs from the validated one "
+                               f"({int((expected != got).sum())} predictions differ; accuracy {acc:.4f} vs "
+                               f"validated {point['test_accuracy']:.4f})")
+        packed = sizes["index_bytes"] + sizes["codebook_bytes"]
+        huff = sizes["huffman_index_bytes"] + sizes["codebook_bytes"]
+        rows.append({"target": float(target), "meets_target": met, "file": Path(out).name, "k": point["k"],
+                     "cr": point["cr"], "calib_accuracy": point["calib_accuracy"], "test_accuracy": acc,
+                     "test_al": baseline["test_accuracy"] - acc, "file_bytes": sizes["file_bytes"],
+                     "index_bytes": sizes["index_bytes"], "codebook_bytes": sizes["codebook_bytes"],
+                     "packed_shared_bytes": packed, "shared_float_bytes": shared_float_bytes,
+                     "checkpoint_bytes": ckpt_bytes, "cr_on_disk": shared_float_bytes / packed,
+                     "file_ratio": (ckpt_bytes / sizes["file_bytes"]) if ckpt_bytes else None,
+                     "huffman_shared_bytes": huff, "cr_huffman": shared_float_bytes / huff})
+        log.info("export %s: CR %.2f (formula), %.2f (packed on disk), %.2f (Huffman); file %d bytes vs "
+                 "checkpoint %s bytes; reloaded predictions identical on %d test images", out, point["cr"],
+                 shared_float_bytes / packed, shared_float_bytes / huff, sizes["file_bytes"], ckpt_bytes,
+                 len(y_test))
+    in_memory.release()
+    write_parquet(rows, out_table)
 
 
 def main(argv=None) -> int:

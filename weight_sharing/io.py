@@ -42,17 +42,6 @@ def read_parquet(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def parquet_metadata(path: str | Path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
-    out = {}
-    for k, v in meta.items():
-        try:
-            out[k.decode()] = json.loads(v)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-    return out
-
-
 def write_json(obj, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")

@@ -36,35 +36,60 @@ class LeNet5(nn.Module):
         return self.fc3(drop(x, self.dropout, self.training))
 
 
-def architecture_names(source: str) -> list[str]:
-    """Names the given source can build (for error messages)."""
-    if source == "builtin":
-        return list(BUILTIN)
-    if source == "timm":
-        import timm
-        return timm.list_models()
-    if source == "torchvision":
+# torchvision builders that change the architecture when they load weights: the constructor
+# arguments they force, and the default of ``aux_logits`` that decides whether the auxiliary
+# heads are removed after loading (torchvision's googlenet/inception_v3 builders)
+_TORCHVISION_WEIGHT_KWARGS = {"googlenet": False, "inception_v3": True}
+
+
+def architecture(model_cfg: dict) -> dict:
+    """Everything needed to rebuild the evaluated module tree without weights: source, arch, kwargs.
+
+    For torchvision with ``pretrained: true`` the kwargs are those torchvision's
+    builder uses when it loads its weights (class count of the weights;
+    googlenet/inception_v3: ``transform_input``, ``aux_logits`` after loading,
+    ``init_weights``), so a model rebuilt from this record (by every stage, a
+    cluster job and the export loader) computes exactly what the pretrained one does.
+    """
+    source, arch = model_cfg["source"], model_cfg["arch"]
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    if source == "torchvision" and model_cfg.get("pretrained"):
         import torchvision
-        return torchvision.models.list_models()
-    raise ValueError(f"model.source: unknown source {source!r}; allowed: {', '.join(SOURCES)}")
+
+        if "weights" in kwargs:
+            raise ValueError("model.kwargs.weights: set model.pretrained: true instead of passing torchvision weights")
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        categories = len(weights.meta["categories"])
+        if kwargs.get("num_classes", categories) != categories:
+            raise ValueError(f"model.kwargs.num_classes: {kwargs['num_classes']} with pretrained torchvision weights "
+                             f"of {categories} classes; allowed: {categories} (or leave it out)")
+        kwargs["num_classes"] = categories
+        if arch in _TORCHVISION_WEIGHT_KWARGS:
+            aux = kwargs.get("aux_logits", _TORCHVISION_WEIGHT_KWARGS[arch])
+            kwargs.update(transform_input=bool(kwargs.get("transform_input", True)), aux_logits=bool(aux),
+                          init_weights=False)
+    return {"source": source, "arch": arch, "kwargs": kwargs}
 
 
 def create_model(model_cfg: dict) -> nn.Module:
-    """The architecture with random (or library-pretrained) weights, no checkpoint loaded."""
+    """The architecture with random weights, or with the library's pretrained weights
+    (``pretrained: true`` without ``checkpoint``: needs internet or a filled cache)."""
     source, arch = model_cfg["source"], model_cfg["arch"]
-    kwargs = dict(model_cfg.get("kwargs") or {})
     pretrained = bool(model_cfg.get("pretrained", False))
+    download = pretrained and not model_cfg.get("checkpoint")
     if source == "builtin":
         if arch != "lenet5":
             raise ValueError(f"model.arch: unknown built-in architecture {arch!r}; allowed: {', '.join(BUILTIN)}")
         if pretrained:
             raise ValueError("model.pretrained: the built-in LeNet-5 has no pretrained weights; give model.checkpoint")
-        return LeNet5(**kwargs)
+        return LeNet5(**dict(model_cfg.get("kwargs") or {}))
     if source == "timm":
         import timm
+
         if not timm.is_model(arch):
             raise ValueError(f"model.arch: {arch!r} is not a timm architecture (see timm.list_models())")
-        if not pretrained:
+        kwargs = dict(model_cfg.get("kwargs") or {})
+        if not download:
             return timm.create_model(arch, **kwargs)
         try:
             return timm.create_model(arch, pretrained=True, **kwargs)
@@ -72,19 +97,28 @@ def create_model(model_cfg: dict) -> nn.Module:
             raise ValueError(_offline_message(source, arch, exc)) from exc
     if source == "torchvision":
         import torchvision
+
         if arch not in torchvision.models.list_models():
             raise ValueError(f"model.arch: {arch!r} is not a torchvision architecture "
                              "(see torchvision.models.list_models())")
-        if pretrained:
-            kwargs.setdefault("weights", "DEFAULT")
-        elif arch in ("googlenet", "inception_v3"):
+        kwargs = architecture(model_cfg)["kwargs"]
+        if download:
+            # the builder forces these itself when it loads weights (and refuses other values)
+            user = {k: v for k, v in (model_cfg.get("kwargs") or {}).items()
+                    if k not in ("num_classes", "aux_logits", "init_weights")}
+            try:
+                model = torchvision.models.get_model(arch, weights="DEFAULT", **user)
+            except (OSError, RuntimeError) as exc:
+                raise ValueError(_offline_message(source, arch, exc)) from exc
+            if arch in _TORCHVISION_WEIGHT_KWARGS and not kwargs["aux_logits"] and model.aux_logits:
+                model.aux_logits = False  # as the builder does for aux_logits=False
+                for head in ("aux1", "aux2", "AuxLogits"):
+                    if hasattr(model, head):
+                        setattr(model, head, None)
+            return model
+        if arch in _TORCHVISION_WEIGHT_KWARGS:
             kwargs.setdefault("init_weights", False)  # skip scipy's slow truncated-normal init
-        try:
-            return torchvision.models.get_model(arch, **kwargs)
-        except (OSError, RuntimeError) as exc:
-            if not pretrained:
-                raise
-            raise ValueError(_offline_message(source, arch, exc)) from exc
+        return torchvision.models.get_model(arch, **kwargs)
     raise ValueError(f"model.source: unknown source {source!r}; allowed: {', '.join(SOURCES)}")
 
 
@@ -92,29 +126,42 @@ def _offline_message(source: str, arch: str, exc: Exception) -> str:
     where = ("the Hugging Face cache ($HF_HOME, default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use it "
              "offline)" if source == "timm" else "$TORCH_HOME/hub/checkpoints (default ~/.cache/torch)")
     return (f"model.pretrained: could not load {source} pretrained weights for {arch!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Without internet, either fill {where} by "
-            f"creating the model once with pretrained weights on a machine that has internet and copying the "
-            f"cache, or save its state_dict there (torch.save(model.state_dict(), 'w.pt')) and set "
-            f"model.checkpoint: w.pt with pretrained: false")
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Without internet, either fill {where} on a machine "
+            f"that has internet and copy the cache, or copy the weights file itself (torchvision: the .pth it "
+            f"downloads; timm: the model's model.safetensors) and set model.checkpoint: that file, keeping "
+            f"pretrained: true (the architecture is then built as for the library's weights)")
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict saved with torch.save, safely (weights_only), strictly.
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state_dict (torch.save, read with weights_only; or .safetensors), strictly.
 
     A checkpoint that does not fit the architecture raises ValueError naming the
-    missing, unexpected or mis-shaped tensors.
+    missing, unexpected or mis-shaped tensors; one with a NaN or infinite value
+    raises ValueError naming the tensor. ``drop_prefixes``: keys of heads the
+    architecture removes (torchvision's auxiliary heads), ignored when present.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.checkpoint: file {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_state_dict(path)
     except Exception as exc:  # pickle errors, truncated files
         raise ValueError(f"model.checkpoint: cannot read {str(path)!r} as a state_dict: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"model.checkpoint: {str(path)!r} holds a {type(state).__name__}, not a state_dict")
+    if drop_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -129,14 +176,31 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         if shapes:
             parts.append(f"shape mismatch {shapes[:5]}")
         raise ValueError(f"model.checkpoint: {str(path)!r} does not fit the architecture: " + "; ".join(parts))
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise ValueError(f"model.checkpoint: tensor {key!r} in {str(path)!r} has {bad} NaN or infinite "
+                                 f"value(s) of {value.numel()}; every weight must be finite")
     model.load_state_dict(state)
 
 
 def build_model(model_cfg: dict) -> nn.Module:
-    """The configured model in eval mode, checkpoint loaded when one is given."""
-    model = create_model(model_cfg)
+    """The configured model in eval mode: rebuilt from :func:`architecture` with the checkpoint loaded,
+    or with the library's pretrained weights when no checkpoint is given."""
     if model_cfg.get("checkpoint"):
-        load_checkpoint(model, model_cfg["checkpoint"])
+        spec = architecture(model_cfg)
+        model = create_model({**spec, "pretrained": False})
+        drop = ()
+        if spec["source"] == "torchvision" and spec["arch"] in _TORCHVISION_WEIGHT_KWARGS \
+                and model_cfg.get("pretrained") and not spec["kwargs"]["aux_logits"]:
+            drop = ("aux1.", "aux2.", "AuxLogits.")  # torchvision's own weights file holds the removed heads
+        load_checkpoint(model, model_cfg["checkpoint"], drop_prefixes=drop)
+    else:
+        model = create_model(model_cfg)
+        for name, p in model.state_dict().items():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise ValueError(f"model.pretrained: tensor {name!r} of the pretrained weights is not finite")
     return model.eval()
 
 
@@ -150,27 +214,62 @@ def layer_kind(module: nn.Module) -> str:
     return "grouped_conv"
 
 
-def shared_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every Conv/Linear module with a weight, in definition order: the layers that get a codebook.
+def _conv_or_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) \
+        and getattr(module, "weight", None) is not None
 
-    Grouped and depthwise convolutions are included. Biases and normalisation
-    parameters are not shared and stay 32-bit.
+
+def called_layers(model: nn.Module, input_shape) -> list[str]:
+    """Names of the Conv/Linear modules that the eval-mode forward pass calls on one probe image.
+
+    Modules that never run at evaluation (Inception-v3's auxiliary head, heads
+    used only in training) change nothing the evaluation measures: sharing them
+    would inflate the compression rate for free.
     """
-    out = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) \
-                and getattr(module, "weight", None) is not None:
-            out.append((name, module))
+    called: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: called.append(n))
+             for name, m in model.named_modules() if _conv_or_linear(m)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return list(dict.fromkeys(called))
+
+
+def shared_layers(model: nn.Module, names=None) -> list[tuple[str, nn.Module]]:
+    """The layers that get a codebook, in definition order: every Conv/Linear module with a weight
+    (grouped and depthwise convolutions included), or only those in ``names`` (the layer table's,
+    i.e. those the evaluated forward pass calls). Biases and normalisation stay 32-bit.
+    """
+    keep = None if names is None else set(names)
+    out = [(name, m) for name, m in model.named_modules()
+           if _conv_or_linear(m) and (keep is None or name in keep)]
     if not out:
         raise ValueError("the model has no Conv/Linear layer to share")
+    if keep is not None and len(out) != len(keep):
+        missing = sorted(keep - {n for n, _ in out})
+        raise ValueError(f"layers {missing} are not Conv/Linear layers of the model")
     return out
 
 
-def layer_records(model: nn.Module) -> list[dict]:
-    """One record per shared layer: name, kind, shape, weights (count), energy (sum of squared weights)."""
+def layer_records(model: nn.Module, input_shape) -> list[dict]:
+    """One record per shared layer (those the evaluated forward calls): name, kind, shape, weights
+    (count), energy (sum of squared weights)."""
+    names = called_layers(model, input_shape)
     return [{"name": name, "kind": layer_kind(m), "shape": list(m.weight.shape),
              "weights": int(m.weight.numel()),
-             "energy": float(m.weight.detach().double().pow(2).sum())} for name, m in shared_layers(model)]
+             "energy": float(m.weight.detach().double().pow(2).sum())} for name, m in shared_layers(model, names)]
+
+
+def unshared_layers(model: nn.Module, input_shape) -> list[str]:
+    """Conv/Linear layers the evaluated forward never calls (kept as they are, and reported)."""
+    called = set(called_layers(model, input_shape))
+    return [name for name, m in model.named_modules() if _conv_or_linear(m) and name not in called]
 
 
 def file_sha256(path: str | Path) -> str:

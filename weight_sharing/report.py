@@ -1,8 +1,6 @@
-"""Per-network plots and the cross-network summary table (like the paper's results table)."""
+"""Stage report: per-network plots and the network's row of the summary (like the paper's results table)."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import matplotlib
@@ -11,11 +9,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_path, read_json, read_parquet, write_json, write_text  # noqa: E402
-from .pareto import best_cr_within  # noqa: E402
+from .bound import best_within  # noqa: E402
+from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .sweep import read_sweeps  # noqa: E402
 
+# the timed stages of one network, in workflow order (their Snakemake benchmark files are
+# benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs)
 STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")
+
+
+def stage_of(benchmark_file: str) -> str:
+    """The stage a benchmark file times: the path component after ``benchmarks``."""
+    parts = Path(benchmark_file).parts
+    name = parts[parts.index("benchmarks") + 1]
+    return name[:-4] if name.endswith(".tsv") else name
 
 
 def benchmark_seconds(files: list[str]) -> float:
@@ -80,9 +87,14 @@ def _finish(fig, ax, path, legend: bool = True) -> None:
     plt.close(fig)
 
 
+def _best(cr, accuracy, baseline_accuracy: float, bound: float):
+    i = best_within(cr, accuracy, baseline_accuracy, bound)
+    return (None, None) if i is None else (float(np.asarray(cr)[i]), i)
+
+
 def network_summary(net: str, category: str, bound: float, baseline_json: str, layers_parquet: str,
                     surrogate_json: str, validated_parquet: str, uniform_parquet: str, export_parquet: str,
-                    stage_benchmarks: dict[str, list[str]]) -> dict:
+                    benchmark_files: list[str]) -> dict:
     """One row of the summary: the paper's table columns plus the uniform reference and stage times."""
     baseline = read_json(baseline_json)
     layers = read_parquet(layers_parquet)
@@ -92,9 +104,9 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
     base = baseline["test_accuracy"]
     vcr, vacc = v.column("cr").to_numpy(), v.column("test_accuracy").to_numpy()
     ucr, uacc = u.column("cr").to_numpy(), u.column("test_accuracy").to_numpy()
-    within = vacc >= bound * base - 1e-12
-    best = best_cr_within(vcr, vacc, bound * base)
-    ubest = best_cr_within(ucr, uacc, bound * base)
+    within = np.asarray(v.column("within_bound").to_pylist(), dtype=bool)
+    best, ibest = _best(vcr, vacc, base, bound)
+    ubest, iubest = _best(ucr, uacc, base, bound)
     row = {
         "network": net, "category": category, "bound": bound,
         "layers": layers.num_rows,
@@ -102,12 +114,11 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
         "top1_test": base, "top1_calib": baseline["calib_accuracy"],
         "test_images": baseline["test_images"], "calib_images": baseline["calib_images"],
         "best_cr": best,
-        "best_cr_test_al": float(base - vacc[within][np.argmax(vcr[within])]) if within.any() else None,
+        "best_cr_test_al": float(base - vacc[ibest]) if best is not None else None,
         "cr_min_in_bound": float(vcr[within].min()) if within.any() else None,
         "cr_max_in_bound": float(vcr[within].max()) if within.any() else None,
         "uniform_best_cr": ubest,
-        "uniform_best_k": int(u.column("k").to_numpy()[uacc >= bound * base - 1e-12][
-            np.argmax(ucr[uacc >= bound * base - 1e-12])]) if ubest is not None else None,
+        "uniform_best_k": int(u.column("k").to_numpy()[iubest]) if ubest is not None else None,
         "gain_over_uniform": (best / ubest) if best and ubest else None,
         "front_points": int(np.sum(v.column("on_front").to_numpy(zero_copy_only=False))),
         "validated_points": v.num_rows,
@@ -115,8 +126,8 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
     }
     for level in (0.99, 0.98):
         tag = f"{round(level * 100)}"
-        row[f"best_cr_{tag}"] = best_cr_within(vcr, vacc, level * base)
-        row[f"uniform_cr_{tag}"] = best_cr_within(ucr, uacc, level * base)
+        row[f"best_cr_{tag}"] = _best(vcr, vacc, base, level)[0]
+        row[f"uniform_cr_{tag}"] = _best(ucr, uacc, base, level)[0]
     exported = read_parquet(export_parquet).to_pylist()
     first = exported[0] if exported else {}
     for column in ("target", "meets_target", "cr", "file_bytes", "packed_shared_bytes", "cr_on_disk",
@@ -124,90 +135,24 @@ def network_summary(net: str, category: str, bound: float, baseline_json: str, l
         row[f"export_{column}"] = first.get(column)
     for column in ("shared_float_bytes", "checkpoint_bytes"):
         row[column] = first.get(column)
-    total = 0.0
+    seconds = dict.fromkeys(STAGES, 0.0)
+    for f in benchmark_files:
+        seconds[stage_of(f)] += benchmark_seconds([f])
     for stage in STAGES:
-        s = benchmark_seconds(stage_benchmarks.get(stage, []))
-        row[f"time_{stage}_s"] = s
-        total += s
-    row["time_total_s"] = total
+        row[f"time_{stage}_s"] = seconds[stage]
+    row["time_total_s"] = float(sum(seconds.values()))
     return row
 
 
-def network_report(net: str, category: str, bound: float, baseline_json: str, layers_parquet: str,
-                   sweep_files: list[str], surrogate_json: str, predicted_parquet: str,
-                   validated_parquet: str, uniform_parquet: str, export_parquet: str,
-                   stage_benchmarks: dict[str, list[str]], out_sensitivity: str, out_fronts: str,
-                   out_summary: str) -> dict:
+def run(*, net: str, category: str, bound: float, baseline_json: str, layers_parquet: str, sweep_files: list[str],
+        surrogate_json: str, predicted_parquet: str, validated_parquet: str, uniform_parquet: str,
+        export_parquet: str, benchmark_files: list[str], out_sensitivity: str, out_fronts: str,
+        out_summary: str) -> dict:
     baseline = read_json(baseline_json)
     plot_sensitivity(sweep_files, out_sensitivity, net)
     plot_fronts(read_parquet(predicted_parquet), read_parquet(validated_parquet), read_parquet(uniform_parquet),
                 baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})")
     row = network_summary(net, category, bound, baseline_json, layers_parquet, surrogate_json,
-                          validated_parquet, uniform_parquet, export_parquet, stage_benchmarks)
+                          validated_parquet, uniform_parquet, export_parquet, benchmark_files)
     write_json(row, out_summary)
     return row
-
-
-def _fmt(v, pct=False, digits=2):
-    if v is None:
-        return "—"
-    if pct:
-        return f"{100 * v:.{digits}f}"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def summary_markdown(rows: list[dict]) -> str:
-    head = ("| network | category | bound | layers | weights [MB] | top-1 test [%] | best CR in bound "
-            "| its test AL [pp] | CR range in bound | uniform best CR (K) | gain | CR @99% / @98% "
-            "| uniform CR @99% / @98% | front points | surrogate R² (RMSE pp) | time [s] |")
-    lines = ["# Weight-sharing exploration summary", "",
-             "Best CR: highest compression rate among validated points whose **test** top-1 stays at or "
-             "above bound x baseline. Uniform: every layer the same K. Gain: best CR / uniform best CR. "
-             "Surrogate R²: on held-out samples. Time: sum of the stages' job wall times.", "",
-             head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        rng = (f"{r['cr_min_in_bound']:.2f}–{r['cr_max_in_bound']:.2f}"
-               if r["cr_min_in_bound"] is not None else "—")
-        ub = (f"{r['uniform_best_cr']:.2f} (K={r['uniform_best_k']})" if r["uniform_best_cr"] else "—")
-        lines.append(
-            f"| {r['network']} | {r['category']} | {r['bound']:.0%} | {r['layers']} | {r['weight_mb']:.3f} "
-            f"| {_fmt(r['top1_test'], pct=True)} | {_fmt(r['best_cr'])} | {_fmt(r['best_cr_test_al'], pct=True)} "
-            f"| {rng} | {ub} | {_fmt(r['gain_over_uniform'])}x "
-            f"| {_fmt(r['best_cr_99'])} / {_fmt(r['best_cr_98'])} "
-            f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {r['front_points']} "
-            f"| {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) | {r['time_total_s']:.0f} |")
-    lines += ["", "## Exported model (best CR within the bound)", "",
-              "Sizes measured on disk. Shared float32: the shared layers' weights as float32 (4 bytes each); "
-              "packed: their indices at ceil(log2 K) bits plus codebooks, as stored in the export; file: the whole "
-              "export (with biases, normalisation and metadata) against the whole source checkpoint; Huffman: the "
-              "indices entropy-coded per layer (computed, not stored).", "",
-              "| network | file | CR (formula) | shared float32 [B] | packed [B] | CR on disk | CR Huffman "
-              "| export file [B] | checkpoint file [B] | file ratio |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r.get("export_file_bytes") is None:
-            continue
-        lines.append(f"| {r['network']} | loss_{r['export_target']}x.safetensors | {_fmt(r['export_cr'])} "
-                     f"| {r['shared_float_bytes']} | {r['export_packed_shared_bytes']} | {_fmt(r['export_cr_on_disk'])} "
-                     f"| {_fmt(r['export_cr_huffman'])} | {r['export_file_bytes']} | {_fmt(r['checkpoint_bytes'])} "
-                     f"| {_fmt(r['export_file_ratio'])} |")
-    lines += ["", "## Stage times [s]", ""]
-    stage_head = "| network | " + " | ".join(STAGES) + " | total |"
-    lines += [stage_head, "|" + "---|" * (len(STAGES) + 2)]
-    for r in rows:
-        lines.append(f"| {r['network']} | " + " | ".join(f"{r[f'time_{s}_s']:.1f}" for s in STAGES)
-                     + f" | {r['time_total_s']:.1f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(summary_jsons: list[str], out_md: str, out_csv: str) -> None:
-    rows = [read_json(f) for f in summary_jsons]
-    write_text(summary_markdown(rows), out_md)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
-    writer.writeheader()
-    for r in rows:
-        writer.writerow(r)
-    write_text(buf.getvalue(), out_csv)

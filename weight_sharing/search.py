@@ -1,4 +1,4 @@
-"""NSGA-II over per-layer candidate indices, with the surrogate as the accuracy model (pymoo 0.6)."""
+"""Stage search: NSGA-II over per-layer candidate indices, with the surrogate as the accuracy model (pymoo 0.6)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +13,9 @@ from pymoo.optimize import minimize
 
 from .candidates import CandidateSet
 from .compression import compression_rates
+from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
-from .surrogate import design_matrix, predict
+from .surrogate import candidate_features, design_matrix, predict
 
 
 class WeightSharingProblem(Problem):
@@ -29,11 +30,9 @@ class WeightSharingProblem(Problem):
     def objectives(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted AL and exact CR of a (N, L) array of candidate indices."""
         c = np.asarray(choice, dtype=np.int64)
-        rows = np.arange(c.shape[1])
-        x = design_matrix(self.surrogate["features"], {"layer_al": self.cands.al[rows, c],
-                                                       "layer_noise": self.cands.noise[rows, c]})
+        x = design_matrix(self.surrogate["features"], candidate_features(self.cands, c))
         al = predict(self.surrogate, x)
-        cr = compression_rates(self.cands.n_weights, self.cands.k[rows, c])
+        cr = compression_rates(self.cands.n_weights, self.cands.gather(self.cands.k, c))
         return al, cr
 
     def _evaluate(self, x, out, *args, **kwargs):
@@ -72,3 +71,14 @@ def run_nsga2(cands: CandidateSet, surrogate: dict, pop_size: int, generations: 
     rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(), "choice": x[j].tolist(),
              "predicted_al": float(al[j]), "cr": float(cr[j])} for i, j in enumerate(order)]
     return pa.Table.from_pylist(rows, schema=FRONT_SCHEMA)
+
+
+def run(*, candidates_parquet: str, layers_parquet: str, surrogate_json: str, pop_size: int, generations: int,
+        seed: int, out: str) -> None:
+    import logging
+
+    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
+    table = run_nsga2(cands, read_json(surrogate_json), pop_size, generations, seed)
+    logging.getLogger(__name__).info("search: %d non-dominated points, CR %.2f..%.2f", table.num_rows,
+                                     min(table.column("cr").to_pylist()), max(table.column("cr").to_pylist()))
+    write_parquet(table, out)

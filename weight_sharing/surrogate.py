@@ -1,4 +1,4 @@
-"""Accuracy model: network AL as a linear function of per-layer features of the chosen K.
+"""Stage surrogate: network AL as a linear function of per-layer features of the chosen K.
 
 The paper's model uses one feature per layer, the layer's sweep AL
 (``features: [layer_al]``). The sweep AL is measured on a finite calibration
@@ -9,7 +9,9 @@ weights), is exact and strictly falls with K; adding it and keeping the
 coefficients non-negative (more error in a layer never helps) gives the
 search a proper trade-off. Fitted on the real samples; its quality is
 reported on samples it was not fitted on (k-fold out-of-fold predictions).
-Stored as JSON, never pickle.
+Stored as JSON, never pickle. ``layer_kl`` (the sweep's KL divergence to the
+baseline) is a third feature a config may add. Every feature is defined once,
+in :func:`feature_values`, for the samples and for the search alike.
 """
 from __future__ import annotations
 
@@ -18,8 +20,24 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
+from .io import atomic_path, read_parquet, write_json
+
 KINDS = ("linear",)
-FEATURES = ("layer_al", "layer_noise")
+FEATURES = ("layer_al", "layer_noise", "layer_kl")
+
+
+def feature_values(al, kl, inertia, energy) -> dict[str, np.ndarray]:
+    """Every per-layer feature of chosen candidates ((N, L) arrays of their sweep values).
+
+    ``layer_noise``: k-means inertia over the layer's sum of squared weights
+    (relative quantisation noise; 0 for an all-zero layer, which sharing cannot change).
+    """
+    energy = np.asarray(energy, dtype=np.float64)
+    inertia = np.asarray(inertia, dtype=np.float64)
+    safe = np.where(energy > 0, energy, 1.0)
+    noise = np.where(energy > 0, inertia / safe, 0.0)
+    return {"layer_al": np.asarray(al, dtype=np.float64), "layer_kl": np.asarray(kl, dtype=np.float64),
+            "layer_noise": noise}
 
 
 def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray:
@@ -31,14 +49,18 @@ def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray
 
 
 def sample_features(samples, energy: np.ndarray) -> dict[str, np.ndarray]:
-    """Every feature (N, L) of measured samples (the sample table), for ``design_matrix``.
+    """Every feature (N, L) of measured samples (the sample table), for ``design_matrix``."""
+    def column(name):
+        return np.array(samples.column(name).to_pylist(), dtype=np.float64)
 
-    ``energy``: each layer's sum of squared weights, which turns the sampled
-    k-means inertia into relative quantisation noise.
-    """
-    inertia = np.array(samples.column("layer_inertia").to_pylist(), dtype=np.float64)
-    return {"layer_al": np.array(samples.column("layer_al").to_pylist(), dtype=np.float64),
-            "layer_noise": inertia / np.asarray(energy, dtype=np.float64)}
+    kl = column("layer_kl") if "layer_kl" in samples.column_names else np.zeros((samples.num_rows, len(energy)))
+    return feature_values(column("layer_al"), kl, column("layer_inertia"), energy)
+
+
+def candidate_features(cands, choice) -> dict[str, np.ndarray]:
+    """Every feature (N, L) of (N, L) candidate indices, for ``design_matrix``."""
+    v = cands.layer_values(choice)
+    return feature_values(v["al"], v["kl"], v["inertia"], np.broadcast_to(cands.energy, np.shape(choice)))
 
 
 def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
@@ -92,3 +114,22 @@ def plot_fit(measured: np.ndarray, predicted: np.ndarray, model: dict, path, tit
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def run(*, sample_files: list[str], layers_parquet: str, features: list[str], positive: bool, folds: int,
+        seed: int, out_json: str, out_png: str, title: str) -> None:
+    import logging
+
+    import pyarrow as pa
+
+    samples = pa.concat_tables([read_parquet(f) for f in sample_files]).sort_by("sample")
+    layer_table = read_parquet(layers_parquet).to_pylist()
+    layers = [l["name"] for l in layer_table]
+    x = design_matrix(features, sample_features(samples, [l["energy"] for l in layer_table]))
+    y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
+    model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed, feature_names=features, positive=positive)
+    logging.getLogger(__name__).info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
+                                     model["rmse_heldout"], model["n_samples"])
+    with atomic_path(out_png) as tmp:
+        plot_fit(y, oof, model, tmp, title)
+    write_json(model, out_json)

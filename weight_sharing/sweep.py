@@ -1,4 +1,9 @@
-"""Layer sweep: approximate one layer at a time for every K of the grid and measure the network's accuracy."""
+"""Stage sweep: approximate one layer at a time for every K of the grid and measure the network.
+
+Each row records the optimal 1-D k-means codebook of that K (thresholds and
+centroids, so no later stage clusters again) and the network's calibration
+top-1 and KL to the baseline with only that layer shared.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,15 +16,16 @@ import numpy as np
 import pyarrow as pa
 
 from .compression import index_bits
-from .evaluate import Evaluator, Progress
-from .io import read_parquet
+from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
+from .io import read_json, read_parquet, write_parquet
 from .kmeans import Codebook, kmeans_grid
 
 log = logging.getLogger(__name__)
 
 SWEEP_SCHEMA = pa.schema([
     ("layer", pa.string()), ("k", pa.int64()), ("bits", pa.int64()), ("codebook_size", pa.int64()),
-    ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()),
+    ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
+    ("changed", pa.float64()),
     ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
     ("seconds", pa.float64()),
 ])
@@ -104,9 +110,9 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[int, Codebook],
         cb = books[k]
         t = time.perf_counter()
         with evaluator.applied({layer: cb}):
-            acc = evaluator.accuracy()
+            m = evaluator.measure()
         rows.append({"layer": layer, "k": k, "bits": index_bits(k), "codebook_size": cb.size,
-                     "inertia": cb.inertia, "accuracy": acc, "al": baseline_accuracy - acc,
+                     "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
                      "thresholds": cb.thresholds.tolist(), "centroids": cb.centroids.tolist(),
                      "seconds": time.perf_counter() - t})
         progress.step(i + 1)
@@ -159,3 +165,14 @@ def rows_by_layer(rows) -> dict[str, list[dict]]:
 def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:
     """Sweep rows by layer, from any number of sweep files (one or several layers each)."""
     return rows_by_layer(r for f in sweep_files for r in read_parquet(f).to_pylist())
+
+
+def run(*, model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str], grid: list[int], max_bins: int,
+        evaluation: dict, out: str, workers: int = 1) -> None:
+    """Sweep one job's layers (one layer by default) into one file; ``workers`` threads cluster them."""
+    baseline = read_json(baseline_json)
+    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=layers)
+    table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers)
+    log.info("clustering %.1f s in all on %d thread(s); the evaluation waited %.1f s for it",
+             sum(cluster_s.values()), workers, waited)
+    write_parquet(table, out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})

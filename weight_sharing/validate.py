@@ -1,67 +1,69 @@
-"""Final validation: the predicted front measured for real on the held-out test split; the uniform reference."""
+"""Stage validate: every predicted front point measured for real on both splits.
+
+The calibration split (the one every decision is made on) and the held-out test
+split (measured, reported, never used to choose) are evaluated one after the
+other, so at most one split is on the device at a time.
+"""
+
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
+from .bound import meets_bound
 from .candidates import CandidateSet
-from .compression import compression_rates
-from .evaluate import Evaluator, Progress
-from .kmeans import Codebook
+from .evaluate import Evaluator, Measurement, Progress, evaluator_for, measurement_columns
+from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
 
+SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64()) for split in ("calib", "test")
+                 for c in ("accuracy", "al", "kl", "changed")]
 VALIDATED_SCHEMA = pa.schema([
-    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("cr", pa.float64()),
-    ("predicted_al", pa.float64()),
-    ("calib_accuracy", pa.float64()), ("calib_al", pa.float64()),
-    ("test_accuracy", pa.float64()), ("test_al", pa.float64()),
-    ("on_front", pa.bool_()), ("within_bound", pa.bool_()),
+    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
+    *SPLIT_COLUMNS, ("on_front", pa.bool_()), ("within_bound", pa.bool_()),
 ])
 
 
-def validate_front(front: pa.Table, cands: CandidateSet, calib: Evaluator, test: Evaluator,
-                   baseline: dict, bound: float) -> pa.Table:
-    """Every predicted point on both splits; ``on_front`` marks the Pareto set on the test split."""
-    rows = []
-    progress = Progress(front.num_rows, "validate")
-    for i, r in enumerate(front.to_pylist()):
-        books = cands.codebooks_of(r["choice"])
-        calib.apply(books)
-        test.apply(books)
-        ca, ta = calib.accuracy(), test.accuracy()
-        rows.append({"point": r["point"], "k": r["k"], "cr": r["cr"], "predicted_al": r["predicted_al"],
-                     "calib_accuracy": ca, "calib_al": baseline["calib_accuracy"] - ca,
-                     "test_accuracy": ta, "test_al": baseline["test_accuracy"] - ta})
+def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Measurement]:
+    """Each combination of codebooks applied in turn and measured; the weights restored after."""
+    out = []
+    progress = Progress(len(books), what)
+    for i, b in enumerate(books):
+        evaluator.apply(b)
+        out.append(evaluator.measure())
         progress.step(i + 1)
-    calib.restore()
-    test.restore()
+    evaluator.restore()
+    return out
+
+
+def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: list[str], books: list[dict],
+                   baseline: dict, what: str) -> list[dict]:
+    """The measurement columns of every combination on the calibration, then the test split."""
+    rows = [{} for _ in books]
+    for split in ("calib", "test"):
+        ev = evaluator_for(model_cfg, data_npz, split, evaluation, layers=layers)
+        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
+            row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
+        ev.release()
+    return rows
+
+
+def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float) -> pa.Table:
+    """The predicted points with their measurements; ``on_front`` marks the Pareto set on the test split."""
+    rows = [{"point": r["point"], "k": r["k"], "cr": r["cr"], "predicted_al": r["predicted_al"], **m}
+            for r, m in zip(front.to_pylist(), measured)]
     if rows:
         mask = pareto_mask([r["cr"] for r in rows], [r["test_al"] for r in rows])
-        for r, m in zip(rows, mask):
-            r["on_front"] = bool(m)
-            r["within_bound"] = r["test_accuracy"] >= bound * baseline["test_accuracy"] - 1e-12
+        within = meets_bound([r["test_accuracy"] for r in rows], baseline["test_accuracy"], bound)
+        for r, m, w in zip(rows, mask, within):
+            r["on_front"], r["within_bound"] = bool(m), bool(w)
     return pa.Table.from_pylist(rows, schema=VALIDATED_SCHEMA)
 
 
-UNIFORM_SCHEMA = pa.schema([
-    ("k", pa.int64()), ("cr", pa.float64()),
-    ("calib_accuracy", pa.float64()), ("calib_al", pa.float64()),
-    ("test_accuracy", pa.float64()), ("test_al", pa.float64()),
-])
-
-
-def evaluate_uniform(books_per_k: dict[int, dict[str, Codebook]], n_weights: np.ndarray,
-                     calib: Evaluator, test: Evaluator, baseline: dict) -> pa.Table:
-    """Every layer the same K (capped at its weight count): the reference a per-layer choice must beat."""
-    rows = []
-    for k, books in sorted(books_per_k.items()):
-        ks = np.array([b.k for b in books.values()])
-        calib.apply(books)
-        test.apply(books)
-        ca, ta = calib.accuracy(), test.accuracy()
-        rows.append({"k": k, "cr": float(compression_rates(n_weights, ks)),
-                     "calib_accuracy": ca, "calib_al": baseline["calib_accuracy"] - ca,
-                     "test_accuracy": ta, "test_al": baseline["test_accuracy"] - ta})
-    calib.restore()
-    test.restore()
-    return pa.Table.from_pylist(rows, schema=UNIFORM_SCHEMA)
+def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, front_parquet: str,
+        baseline_json: str, bound: float, evaluation: dict, out: str) -> None:
+    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
+    baseline = read_json(baseline_json)
+    front = read_parquet(front_parquet)
+    books = [cands.codebooks_of(r["choice"]) for r in front.to_pylist()]
+    measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate")
+    write_parquet(validate_front(front, measured, baseline, bound), out)

@@ -1,8 +1,8 @@
 """Rule export: packed files of chosen validated points, verified by reloading."""
-from weight_sharing import stages
+from weight_sharing import export, job
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
 i, p = snakemake.input, snakemake.params
-stages.export(p.model, i.data, i.candidates, i.layers, i.validated, i.baseline, p.bound, p.targets,
-              p.evaluation, list(snakemake.output.files), snakemake.output.table)
+job.setup(snakemake.log[0], snakemake.threads)
+export.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
+           validated_parquet=i.validated, baseline_json=i.baseline, bound=p.bound, targets=p.targets,
+           evaluation=p.evaluation, out_files=list(snakemake.output.files), out_table=snakemake.output.table)

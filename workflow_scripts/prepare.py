@@ -1,7 +1,6 @@
 """Rule prepare: baseline accuracy on both splits and the shared-layer table."""
-from weight_sharing import stages
+from weight_sharing import job, prepare
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
-stages.prepare(snakemake.params.model, snakemake.input.data, snakemake.params.evaluation,
-               snakemake.output.baseline, snakemake.output.layers)
+job.setup(snakemake.log[0], snakemake.threads)
+prepare.run(model_cfg=snakemake.params.model, data_npz=snakemake.input.data, evaluation=snakemake.params.evaluation,
+            out_baseline=snakemake.output.baseline, out_layers=snakemake.output.layers)

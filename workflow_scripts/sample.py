@@ -1,9 +1,8 @@
 """Rule sample: one shard of the seeded random combinations, evaluated."""
-from weight_sharing import stages
+from weight_sharing import job, sample
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
-p = snakemake.params
-stages.sample(p.model, snakemake.input.data, snakemake.input.candidates, snakemake.input.layers,
-              snakemake.input.baseline, p.n, p.seed, p.shards, int(snakemake.wildcards.shard),
-              p.evaluation, snakemake.output[0])
+i, p = snakemake.input, snakemake.params
+job.setup(snakemake.log[0], snakemake.threads)
+sample.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
+           baseline_json=i.baseline, n=p.n, seed=p.seed, shards=p.shards, shard=int(snakemake.wildcards.shard),
+           evaluation=p.evaluation, out=snakemake.output[0])

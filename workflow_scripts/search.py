@@ -1,7 +1,7 @@
 """Rule search: NSGA-II on (predicted AL, CR)."""
-from weight_sharing import stages
+from weight_sharing import job, search
 
-stages.setup_logging(snakemake.log[0])
-p = snakemake.params
-stages.search(snakemake.input.candidates, snakemake.input.layers, snakemake.input.surrogate,
-              p.pop_size, p.generations, p.seed, snakemake.output[0])
+i, p = snakemake.input, snakemake.params
+job.setup(snakemake.log[0], snakemake.threads)
+search.run(candidates_parquet=i.candidates, layers_parquet=i.layers, surrogate_json=i.surrogate,
+           pop_size=p.pop_size, generations=p.generations, seed=p.seed, out=snakemake.output[0])

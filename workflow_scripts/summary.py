@@ -1,5 +1,5 @@
 """Rule summary: the cross-network table (Markdown and CSV)."""
-from weight_sharing import report, stages
+from weight_sharing import job, summary
 
-stages.setup_logging(snakemake.log[0])
-report.write_summary(list(snakemake.input), snakemake.output.md, snakemake.output.csv)
+job.setup(snakemake.log[0], snakemake.threads)
+summary.run(summary_jsons=list(snakemake.input), out_md=snakemake.output.md, out_csv=snakemake.output.csv)

@@ -1,7 +1,8 @@
-"""Rule surrogate: linear regression of network AL on per-layer AL, scored on held-out folds."""
-from weight_sharing import stages
+"""Rule surrogate: linear model of network accuracy loss, scored on held-out folds."""
+from weight_sharing import job, surrogate
 
-stages.setup_logging(snakemake.log[0])
 p = snakemake.params
-stages.surrogate(snakemake.input.samples, snakemake.input.layers, p.features, p.positive, p.folds, p.seed,
-                 snakemake.output.model, snakemake.output.plot, title=snakemake.wildcards.net)
+job.setup(snakemake.log[0], snakemake.threads)
+surrogate.run(sample_files=list(snakemake.input.samples), layers_parquet=snakemake.input.layers,
+              features=list(p.features), positive=p.positive, folds=p.folds, seed=p.seed,
+              out_json=snakemake.output.model, out_png=snakemake.output.plot, title=snakemake.wildcards.net)

@@ -1,8 +1,8 @@
 """Rule sweep: one layer (or a chunk of layers), every K of the grid."""
-from weight_sharing import stages
+from weight_sharing import job, sweep
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
 p = snakemake.params
-stages.sweep(p.model, snakemake.input.data, snakemake.input.baseline, list(p.layers),
-             p.grid, p.max_bins, p.evaluation, snakemake.output[0], workers=snakemake.threads)
+job.setup(snakemake.log[0], snakemake.threads)
+sweep.run(model_cfg=p.model, data_npz=snakemake.input.data, baseline_json=snakemake.input.baseline,
+          layers=list(p.layers), grid=p.grid, max_bins=p.max_bins, evaluation=p.evaluation,
+          out=snakemake.output[0], workers=snakemake.threads)

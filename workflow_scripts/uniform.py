@@ -1,8 +1,7 @@
 """Rule uniform: every layer the same K, the reference to beat."""
-from weight_sharing import stages
+from weight_sharing import job, uniform
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
 i, p = snakemake.input, snakemake.params
-stages.uniform(p.model, i.data, list(i.sweeps), i.layers, i.baseline, p.k_values, p.evaluation,
-               snakemake.output[0])
+job.setup(snakemake.log[0], snakemake.threads)
+uniform.run(model_cfg=p.model, data_npz=i.data, sweep_files=list(i.sweeps), layers_parquet=i.layers,
+            baseline_json=i.baseline, k_values=p.k_values, evaluation=p.evaluation, out=snakemake.output[0])

@@ -1,8 +1,8 @@
-"""Rule validate: the predicted front measured on the test (and calibration) split."""
-from weight_sharing import stages
+"""Rule validate: the predicted front measured on the calibration and the test split."""
+from weight_sharing import job, validate
 
-stages.setup_logging(snakemake.log[0])
-stages.set_threads(snakemake.threads)
 i, p = snakemake.input, snakemake.params
-stages.validate(p.model, i.data, i.candidates, i.layers, i.front, i.baseline, p.bound, p.evaluation,
-                snakemake.output[0])
+job.setup(snakemake.log[0], snakemake.threads)
+validate.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
+             front_parquet=i.front, baseline_json=i.baseline, bound=p.bound, evaluation=p.evaluation,
+             out=snakemake.output[0])

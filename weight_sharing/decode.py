@@ -1,4 +1,4 @@
-"""ImageNet-style data: an ImageFolder or the flat ILSVRC2012 layout, decoded once into the .npz format.
+"""Stage decode: an ImageFolder or the flat ILSVRC2012 layout, decoded once into the evaluation .npz.
 
 Each model gets its own preprocessing (timm's resolved data config, or
 torchvision's weights transforms): resize and centre-crop are applied here
@@ -127,18 +127,27 @@ def model_preprocessing(model, model_cfg: dict, image_size: int | None = None) -
         crop_pct = float(cfg.get("crop_pct") or 0.875)
         pre = Preprocessing(resize=int(round(crop / crop_pct)), crop=crop, interpolation=str(cfg["interpolation"]),
                             mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
-    elif source == "torchvision" and model_cfg.get("pretrained"):
-        import torchvision
-        weights = torchvision.models.get_model_weights(model_cfg["arch"]).DEFAULT
-        t = weights.transforms()
+    elif source == "torchvision" and _torchvision_weights(model_cfg["arch"]) is not None:
+        # the architecture's own weights' transforms (e.g. 342/299 for inception_v3), with or
+        # without those weights: a checkpoint of the architecture expects the same input
+        t = _torchvision_weights(model_cfg["arch"]).transforms()
         pre = Preprocessing(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]),
                             interpolation=str(t.interpolation.value), mean=tuple(t.mean), std=tuple(t.std))
-    else:  # torchvision without weights, built-in: the ImageNet standard
+    else:  # torchvision architectures without published weights, built-in: the ImageNet standard
         pre = Preprocessing(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if image_size:
         pre = Preprocessing(resize=int(round(image_size * pre.resize / pre.crop)), crop=int(image_size),
                             interpolation=pre.interpolation, mean=pre.mean, std=pre.std)
     return pre
+
+
+def _torchvision_weights(arch: str):
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
 
 
 def decode_images(paths: list[str], pre: Preprocessing, workers: int = 1) -> np.ndarray:
@@ -165,3 +174,32 @@ def decode_images(paths: list[str], pre: Preprocessing, workers: int = 1) -> np.
             if n % 5000 == 0:
                 log.info("decoded %d/%d images", n, len(paths))
     return out
+
+
+def run(*, model_cfg: dict, data_cfg: dict, out_npz: str, workers: int) -> None:
+    """Decode the image folder with the model's preprocessing into the evaluation .npz (stored
+    uncompressed, so later stages memory-map the splits instead of reading them whole)."""
+    import time
+
+    from .data import image_hashes
+    from .io import atomic_path
+    from .models import build_model
+
+    pre = model_preprocessing(build_model(model_cfg), model_cfg, data_cfg.get("image_size"))
+    paths, labels, classes = list_images(data_cfg)
+    calib, test = split_per_class(labels, int(data_cfg["calib_per_class"]), int(data_cfg["seed"]))
+    log.info("%d images in %d classes: %d calibration, %d test; resize %d, crop %d, %s", len(paths),
+             len(classes), len(calib), len(test), pre.resize, pre.crop, pre.interpolation)
+    t = time.perf_counter()
+    x = decode_images(paths, pre, workers=workers)
+    log.info("decoded in %.1f s", time.perf_counter() - t)
+    shared = int(np.isin(image_hashes(x[calib]), image_hashes(x[test])).sum())
+    if shared and not data_cfg.get("allow_shared_images"):
+        raise ValueError(f"data.root: {shared} calibration image(s) are identical to test images after decoding "
+                         "(duplicate files in the folder); the test split must be held out (set "
+                         "data.allow_shared_images: true to accept this knowingly)")
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x_calib=x[calib], y_calib=labels[calib], x_test=x[test], y_test=labels[test],
+                     mean=np.asarray(pre.mean, np.float32), std=np.asarray(pre.std, np.float32),
+                     calib_paths=np.asarray([paths[i] for i in calib]), test_paths=np.asarray([paths[i] for i in test]))

@@ -1,14 +1,21 @@
-"""Random combinations of candidates, evaluated for real: the surrogate's training data."""
+"""Stage sample: random combinations of candidates, evaluated for real on the calibration split.
+
+They are the surrogate's training data. All combinations come from one seeded
+draw and shard i evaluates its slice, so the union does not depend on the
+shard count.
+"""
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pyarrow as pa
 
 from .candidates import CandidateSet
 from .compression import compression_rates
-from .evaluate import Evaluator, Progress
+from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
+from .io import read_json, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +55,45 @@ def shard_bounds(n: int, shards: int, shard: int) -> tuple[int, int]:
 
 SAMPLE_SCHEMA = pa.schema([
     ("sample", pa.int64()), ("k", pa.list_(pa.int64())), ("choice", pa.list_(pa.int64())),
-    ("layer_al", pa.list_(pa.float64())), ("layer_inertia", pa.list_(pa.float64())),
-    ("accuracy", pa.float64()), ("al", pa.float64()), ("cr", pa.float64()),
+    ("layer_al", pa.list_(pa.float64())), ("layer_kl", pa.list_(pa.float64())),
+    ("layer_inertia", pa.list_(pa.float64())),
+    ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()), ("changed", pa.float64()),
+    ("cr", pa.float64()),
 ])
 
 
 def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np.ndarray,
                           baseline_accuracy: float, first_index: int = 0, what: str = "sample") -> pa.Table:
     """Apply each combination to every shared layer and measure accuracy; one row each."""
-    ks = np.stack([cands.gather(cands.k, c) for c in choices]) if len(choices) else np.zeros((0, len(cands.sizes)), np.int64)
+    ks = (np.stack([cands.gather(cands.k, c) for c in choices]) if len(choices)
+          else np.zeros((0, len(cands.sizes)), np.int64))
     crs = compression_rates(cands.n_weights, ks) if len(choices) else np.zeros(0)
     rows = []
     progress = Progress(len(choices), what)
     for i, c in enumerate(choices):
         evaluator.apply(cands.codebooks_of(c))
-        acc = evaluator.accuracy()
+        m = evaluator.measure()
+        values = cands.layer_values(c)
         rows.append({"sample": first_index + i, "k": ks[i].tolist(), "choice": c.tolist(),
-                     "layer_al": cands.gather(cands.al, c).tolist(),
-                     "layer_inertia": cands.gather(cands.inertia, c).tolist(),
-                     "accuracy": acc, "al": baseline_accuracy - acc, "cr": float(crs[i])})
+                     "layer_al": values["al"].tolist(), "layer_kl": values["kl"].tolist(),
+                     "layer_inertia": values["inertia"].tolist(),
+                     **measurement_columns("", m, baseline_accuracy), "cr": float(crs[i])})
         progress.step(i + 1)
     evaluator.restore()
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+
+def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
+        n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str) -> None:
+    """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split."""
+    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
+    choices = draw_combinations(cands.sizes, n, seed)
+    start, stop = shard_bounds(len(choices), shards, shard)
+    baseline = read_json(baseline_json)
+    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names)
+    t = time.perf_counter()
+    table = evaluate_combinations(ev, cands, choices[start:stop], baseline["calib_accuracy"], first_index=start)
+    dt = time.perf_counter() - t
+    log.info("sample shard %d/%d: %d combinations in %.1f s (%.0f images/s)", shard, shards, stop - start, dt,
+             (stop - start) * ev.n / max(dt, 1e-9))
+    write_parquet(table, out, metadata={"seconds": dt, "images": (stop - start) * ev.n})

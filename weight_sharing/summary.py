@@ -1,0 +1,75 @@
+"""Stage summary: one row per network, as Markdown and CSV (like the paper's results table)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from .io import read_json, write_text
+from .report import STAGES
+
+
+def _fmt(v, pct=False, digits=2):
+    if v is None:
+        return "—"
+    if pct:
+        return f"{100 * v:.{digits}f}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    head = ("| network | category | bound | layers | weights [MB] | top-1 test [%] | best CR in bound "
+            "| its test AL [pp] | CR range in bound | uniform best CR (K) | gain | CR @99% / @98% "
+            "| uniform CR @99% / @98% | front points | surrogate R² (RMSE pp) | time [s] |")
+    lines = ["# Weight-sharing exploration summary", "",
+             "Best CR: highest compression rate among validated points whose **test** top-1 stays at or "
+             "above bound x baseline. Uniform: every layer the same K. Gain: best CR / uniform best CR. "
+             "Surrogate R²: on held-out samples. Time: sum of the stages' job wall times.", "",
+             head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        rng = (f"{r['cr_min_in_bound']:.2f}–{r['cr_max_in_bound']:.2f}"
+               if r["cr_min_in_bound"] is not None else "—")
+        ub = (f"{r['uniform_best_cr']:.2f} (K={r['uniform_best_k']})" if r["uniform_best_cr"] else "—")
+        lines.append(
+            f"| {r['network']} | {r['category']} | {r['bound']:.0%} | {r['layers']} | {r['weight_mb']:.3f} "
+            f"| {_fmt(r['top1_test'], pct=True)} | {_fmt(r['best_cr'])} | {_fmt(r['best_cr_test_al'], pct=True)} "
+            f"| {rng} | {ub} | {_fmt(r['gain_over_uniform'])}x "
+            f"| {_fmt(r['best_cr_99'])} / {_fmt(r['best_cr_98'])} "
+            f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {r['front_points']} "
+            f"| {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) | {r['time_total_s']:.0f} |")
+    lines += ["", "## Exported model (best CR within the bound)", "",
+              "Sizes measured on disk. Shared float32: the shared layers' weights as float32 (4 bytes each); "
+              "packed: their indices at ceil(log2 K) bits plus codebooks, as stored in the export; file: the whole "
+              "export (with biases, normalisation and metadata) against the whole source checkpoint; Huffman: the "
+              "indices entropy-coded per layer (computed, not stored).", "",
+              "| network | file | CR (formula) | shared float32 [B] | packed [B] | CR on disk | CR Huffman "
+              "| export file [B] | checkpoint file [B] | file ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("export_file_bytes") is None:
+            continue
+        lines.append(f"| {r['network']} | loss_{r['export_target']}x.safetensors | {_fmt(r['export_cr'])} "
+                     f"| {r['shared_float_bytes']} | {r['export_packed_shared_bytes']} "
+                     f"| {_fmt(r['export_cr_on_disk'])} "
+                     f"| {_fmt(r['export_cr_huffman'])} | {r['export_file_bytes']} | {_fmt(r['checkpoint_bytes'])} "
+                     f"| {_fmt(r['export_file_ratio'])} |")
+    lines += ["", "## Stage times [s]", ""]
+    stage_head = "| network | " + " | ".join(STAGES) + " | total |"
+    lines += [stage_head, "|" + "---|" * (len(STAGES) + 2)]
+    for r in rows:
+        lines.append(f"| {r['network']} | " + " | ".join(f"{r[f'time_{s}_s']:.1f}" for s in STAGES)
+                     + f" | {r['time_total_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(*, summary_jsons: list[str], out_md: str, out_csv: str) -> None:
+    rows = [read_json(f) for f in summary_jsons]
+    write_text(summary_markdown(rows), out_md)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    write_text(buf.getvalue(), out_csv)
