@@ -67,8 +67,8 @@ THREADS = config["evaluation"]["threads"]
 
 # What a job needs. Stages that evaluate the network ask for a GPU (the SLURM plugin turns
 # gpu=N into --gpus=N; locally it only counts against --resources gpu=N if given); the
-# others do not. mem_mb of the evaluation jobs grows with the data: the splits are memory-
-# mapped (page cache, shared between jobs), so a job holds one batch, the model and its
+# others do not. mem_mb of the evaluation jobs grows with the data: the splits are read from
+# the file in batches (through the page cache), so a job holds one batch, the model and its
 # outputs; cluster-specific settings (partition, account, GPU model) belong in the profile.
 LIGHT_RESOURCES = dict(mem_mb=2000, runtime=30)
 

@@ -14,6 +14,7 @@ rule demo:
     resources:
         **LIGHT_RESOURCES,
     params:
+        model=lambda wc: config["networks"][wc.net]["model"],
         n_train=config["demo"]["n_train"],
         n_calib=config["demo"]["n_calib"],
         n_test=config["demo"]["n_test"],

@@ -26,6 +26,7 @@ rule export:
     params:
         model=model_cfg,
         bound=bound,
+        confidence=config["select"]["confidence"],
         targets=config["export"]["targets"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,

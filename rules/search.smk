@@ -17,6 +17,8 @@ rule search:
     resources:
         **LIGHT_RESOURCES,
     params:
+        method=config["search"]["method"],
+        max_points=config["search"]["max_points"],
         pop_size=config["search"]["pop_size"],
         generations=config["search"]["generations"],
         seed=config["search"]["seed"],

@@ -23,6 +23,7 @@ rule validate:
     params:
         model=model_cfg,
         bound=bound,
+        confidence=config["select"]["confidence"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -103,7 +103,12 @@ def test_image_shape_must_fit_model(tmp_path, lenet_checkpoint):
 def test_demo_network_rules():
     cfg = validate_schema({"networks": {"d": {"category": "light", "demo": True,
                                               "model": {"source": "timm", "arch": "resnet18"}}}})
-    with pytest.raises(ConfigError, match="demo trains the built-in LeNet-5"):
+    with pytest.raises(ConfigError, match=r"networks.d.demo: the MNIST digits \(1 x 28 x 28\) do not fit the model"):
+        check_config(cfg)  # three input channels
+    cfg["networks"]["d"]["model"]["kwargs"] = {"in_chans": 1, "num_classes": 10}
+    assert len(check_config(copy.deepcopy(cfg))["d"]) == 21
+    cfg["networks"]["d"]["model"]["pretrained"] = True
+    with pytest.raises(ConfigError, match="trained by the workflow on its own data"):
         check_config(cfg)
     cfg = validate_schema({"networks": {"d": {"category": "light", "demo": True,
                                               "model": {"source": "builtin", "arch": "lenet5"}}}})

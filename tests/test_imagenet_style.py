@@ -138,16 +138,28 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
     make_folder(tmp_path / "val")  # repair the image
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
+    from weight_sharing.export import load_compressed
+
     for net, crop in (("rn", 32), ("gnet", 64)):
         root = tmp_path / "results" / net
         with np.load(root / "data.npz") as z:
             assert z["x_calib"].shape == (8, 3, crop, crop) and z["x_test"].shape == (16, 3, crop, crop)
             assert z["x_calib"].dtype == np.uint8
-        layers = pq.read_table(root / "layers.parquet").num_rows
-        rows = pq.read_table(root / "front_validated.parquet").num_rows
-        assert rows >= 1 and (root / "export/loss_1.0x.safetensors").is_file()
+            # calibration: 2 images of every class; every image decoded from its own file
+            assert np.bincount(z["y_calib"]).tolist() == [2, 2, 2, 2]
+            assert not set(z["calib_paths"].tolist()) & set(z["test_paths"].tolist())
+        layers = pq.read_table(root / "layers.parquet").to_pylist()
+        validated = pq.read_table(root / "front_validated.parquet").to_pylist()
+        assert validated and all(len(v["k"]) == len(layers) for v in validated)
+        exported = pq.read_table(root / "export.parquet").to_pylist()
+        model, meta = load_compressed(root / "export" / exported[0]["file"])
+        assert [l["name"] for l in meta["shared_layers"]] == [l["name"] for l in layers]
+        assert [l["k"] for l in meta["shared_layers"]] == exported[0]["k"]
         sweep_files = sorted((root / "sweep").glob("part*.parquet"))
-        assert len(sweep_files) == -(-layers // 30)
+        assert len(sweep_files) == -(-len(layers) // 30)
+        swept = [r["layer"] for f in sweep_files for r in pq.read_table(f).to_pylist()]
+        assert list(dict.fromkeys(swept)) == [l["name"] for l in layers]
     gl = pq.read_table(tmp_path / "results/gnet/layers.parquet").to_pylist()
     assert len(gl) == 58 and gl[-1]["name"] == "fc"
-    assert "| gnet | heavy |" in (tmp_path / "results/summary.md").read_text()
+    summary = (tmp_path / "results/summary.md").read_text()
+    assert "| gnet | heavy | 99% (conf. 0.5) | 58 |" in summary and "| rn | light | 98% (conf. 0.5) |" in summary

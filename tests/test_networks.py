@@ -203,17 +203,18 @@ def test_shared_calibration_and_test_images_stop_the_run(tmp_path, lenet_checkpo
 
 
 def test_splits_are_memory_mapped_and_streamed(tmp_path):
-    """An uncompressed .npz split is mapped, not read: evaluating it allocates one batch of host memory."""
+    """An uncompressed .npz split is read on demand, not whole: evaluating it allocates one batch of memory."""
     import tracemalloc
 
-    from weight_sharing.data import load_split
+    from weight_sharing.data import StoredArray, load_split
     from weight_sharing.models import LeNet5
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (4000, 1, 28, 28), dtype=np.uint8)  # 3.1 MB
     npz = lenet_npz(tmp_path / "d.npz", x[:10], x)
     split = load_split(npz, "test")
-    assert isinstance(split.x, np.memmap) and np.array_equal(split.x, x)
+    assert isinstance(split.x, StoredArray) and np.array_equal(split.x, x)
+    assert np.array_equal(split.x[17:301], x[17:301]) and np.array_equal(split.x[-1], x[-1])
     torch.manual_seed(0)
     model = LeNet5().eval()
     tracemalloc.start()

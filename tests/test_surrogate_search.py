@@ -113,3 +113,96 @@ def test_nsga2_seeded():
     a = run_nsga2(cands, surrogate, 20, 20, seed=5)
     b = run_nsga2(cands, surrogate, 20, 20, seed=5)
     assert a.equals(b)
+
+
+def test_nsga2_with_a_single_candidate_layer():
+    """A layer with one candidate (e.g. a fallback layer) is fixed; the search still explores the others."""
+    rng = np.random.default_rng(4)
+    layers = [{"name": f"l{i}", "weights": int(rng.integers(100, 2000))} for i in range(3)]
+    rows = []
+    for i, ks in enumerate(([2, 4, 8, 16], [64], [2, 4, 8])):
+        for j, k in enumerate(ks):
+            rows.append({"layer": f"l{i}", "k": k, "al": 0.05 / (j + 1), "inertia": 1.0 / k,
+                         "thresholds": [0.0] * (k - 1), "centroids": [0.0] * k})
+    cands = CandidateSet(pa.Table.from_pylist(rows), layers)
+    surrogate = {"kind": "linear", "features": ["layer_al"], "layers": cands.layer_names,
+                 "coef": [1.0, 1.0, 1.0], "intercept": 0.0}
+    front = run_nsga2(cands, surrogate, pop_size=20, generations=30, seed=0)
+    ks = np.array(front.column("k").to_pylist())
+    assert (ks[:, 1] == 64).all()
+    assert len(front) >= 4 and len(set(map(tuple, ks[:, [0, 2]]))) == len(front)
+
+
+def test_all_zero_layer_gives_finite_features():
+    """A layer of zeros (energy 0) has no relative noise to measure: 0, not NaN, in the fit and the search."""
+    from weight_sharing.surrogate import feature_values
+
+    f = feature_values(al=np.zeros((3, 2)), kl=np.zeros((3, 2)), inertia=np.array([[0.0, 1.0]] * 3),
+                       energy=np.array([0.0, 4.0]))
+    assert np.array_equal(f["layer_noise"], np.array([[0.0, 0.25]] * 3))
+    rows = [{"layer": name, "k": k, "al": 0.01 / k, "inertia": (0.0 if name == "z" else 1.0 / k),
+             "thresholds": [0.0] * (k - 1), "centroids": [0.0] * k} for name in ("z", "w") for k in (2, 4)]
+    cands = CandidateSet(pa.Table.from_pylist(rows), [{"name": "z", "weights": 10, "energy": 0.0},
+                                                      {"name": "w", "weights": 10, "energy": 2.0}])
+    surrogate = {"kind": "linear", "features": ["layer_al", "layer_noise"], "layers": ["z", "w"],
+                 "coef": [1.0, 1.0, 1.0, 1.0], "intercept": 0.0}
+    front = run_nsga2(cands, surrogate, pop_size=8, generations=5, seed=0)
+    assert np.isfinite(front.column("predicted_al").to_numpy()).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_knapsack_front_is_exact_against_brute_force(seed):
+    """Every returned point is optimal for its cost, and every Pareto point of the whole space is returned."""
+    import itertools
+
+    from weight_sharing.search import knapsack_front
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, size=int(rng.integers(2, 6)))
+    costs = [rng.integers(1, 20, s).astype(float) for s in sizes]
+    losses = [rng.normal(0, 1, s).round(1) for s in sizes]  # rounding makes ties
+    cost, loss, choice = knapsack_front(costs, losses)
+    space = list(itertools.product(*[range(s) for s in sizes]))
+    all_c = np.array([sum(costs[l][j] for l, j in enumerate(p)) for p in space])
+    all_v = np.array([sum(losses[l][j] for l, j in enumerate(p)) for p in space])
+    for c, v, pick in zip(cost, loss, choice):
+        assert c == pytest.approx(sum(costs[l][j] for l, j in enumerate(pick)))
+        assert v == pytest.approx(sum(losses[l][j] for l, j in enumerate(pick)))
+        assert v <= all_v[all_c <= c + 1e-9].min() + 1e-9  # nothing as cheap is better
+    pareto = {(c, round(v, 9)) for c, v in zip(all_c, all_v)
+              if not ((all_c <= c) & (all_v < v - 1e-9)).any() and not ((all_c < c) & (all_v <= v + 1e-9)).any()}
+    assert {(c, round(v, 9)) for c, v in zip(cost, loss)} == pareto
+    assert np.all(np.diff(cost) > 0) and np.all(np.diff(loss) < 0)
+
+
+def test_exact_search_front_dominates_nsga2():
+    from weight_sharing.search import run_exact
+
+    cands = make_candidates(n_layers=5, seed=2)
+    surrogate = {"kind": "linear", "features": ["layer_al", "layer_noise"], "layers": cands.layer_names,
+                 "coef": [1.0, 0.8, 1.2, 0.5, 0.3] + [0.01] * 5, "intercept": 0.001}
+    exact = run_exact(cands, surrogate, max_points=1000)
+    nsga = run_nsga2(cands, surrogate, pop_size=20, generations=10, seed=0)
+    ecr, eal = exact.column("cr").to_numpy(), exact.column("predicted_al").to_numpy()
+    for cr, al in zip(nsga.column("cr").to_numpy(), nsga.column("predicted_al").to_numpy()):
+        better = ecr >= cr - 1e-12
+        assert eal[better].min() <= al + 1e-12  # the exact front is at least as good at every CR
+    ks = np.array(exact.column("k").to_pylist())
+    assert np.allclose(exact.column("cr").to_numpy(), compression_rates(cands.n_weights, ks))
+    thinned = run_exact(cands, surrogate, max_points=5)
+    assert len(thinned) <= 7 and thinned.column("cr").to_numpy().max() == pytest.approx(ecr.max())
+
+
+def test_mutation_reaches_every_candidate():
+    """A 2-candidate layer flips; a 3-candidate layer reaches both other values; 1 candidate stays."""
+    from pymoo.core.problem import Problem
+
+    from weight_sharing.search import ResampleMutation
+
+    problem = Problem(n_var=3, n_obj=1, xl=0, xu=np.array([1, 2, 0]), vtype=int)
+    x = np.zeros((20000, 3))
+    out = ResampleMutation()._do(problem, x, random_state=np.random.default_rng(0))
+    changed = (out != x).mean(axis=0)
+    assert changed[0] == pytest.approx(1 / 3, abs=0.02) and changed[2] == 0
+    assert set(np.unique(out[:, 0])) == {0, 1} and set(np.unique(out[:, 1])) == {0, 1, 2}
+    assert np.array_equal(np.unique(out[:, 1][out[:, 1] != 0]), [1, 2])

@@ -68,3 +68,16 @@ def test_cluster_layers_in_order_and_errors_propagate():
         list(cluster_layers(weights, [2], 1 << 16, workers=2))
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         list(cluster_layers(weights, [2], 1 << 16, workers=0))
+
+
+def test_compiled_evaluation_gives_the_same_measurements():
+    """evaluation.compile: torch.compile'd forward measures what the eager one does."""
+    ev = _evaluator()
+    compiled = Evaluator(ev.model, Split(ev.host_x, ev.y.numpy(), np.array([0.5], np.float32),
+                                         np.array([0.25], np.float32)), batch_size=32, device="cpu", compile=True)
+    books = {"fc1": kmeans_grid(ev.originals["fc1"].numpy().ravel(), [4])[4]}
+    for e in (ev, compiled):
+        e.apply(books)
+    a, b = ev.measure(), compiled.measure()
+    assert a.accuracy == b.accuracy and a.changed == b.changed
+    assert b.kl == pytest.approx(a.kl, rel=1e-4, abs=1e-7) and a.kl > 0

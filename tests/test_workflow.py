@@ -144,7 +144,14 @@ def test_plots_and_summary_content(tiny_run):
     row = json.loads((net / "report/summary.json").read_text())
     summary = (tiny_run / "results/summary.md").read_text()
     line = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
-    assert line.startswith("| tiny | heavy | 99% | 5 | 0.246 |")
+    assert line.startswith("| tiny | heavy | 99% (conf. 0.5) | 5 | 0.246 |")
+    # the reported choice is the highest-CR point selectable on calibration, with its test loss as measured
+    validated = read(tiny_run, "front_validated.parquet")
+    ok = [v for v in validated if v["calib_within_bound"]]
+    if ok:
+        best = max(ok, key=lambda v: v["cr"])
+        assert row["best_cr"] == best["cr"] and row["best_cr_test_al"] == best["test_al"]
+        assert row["best_cr_test_meets_bound"] == best["test_within_bound"]
     assert f"| {row['surrogate_r2']:.3f} " in line
     csv_lines = (tiny_run / "results/summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("network,") and csv_lines[1].startswith("tiny,heavy,")

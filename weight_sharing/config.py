@@ -78,16 +78,15 @@ def check_network(config: dict, net: str) -> list[dict]:
     key = f"networks.{net}"
     model_cfg = net_cfg["model"]
     if net_cfg.get("demo"):
-        if (model_cfg["source"], model_cfg["arch"]) != ("builtin", "lenet5"):
-            raise ConfigError(f"{key}.demo: the demo trains the built-in LeNet-5; set model.source: builtin "
-                              f"and model.arch: lenet5 (got {model_cfg['source']}/{model_cfg['arch']})")
-        if model_cfg.get("checkpoint") or net_cfg.get("data"):
-            raise ConfigError(f"{key}.demo: a demo network makes its own checkpoint and data; "
-                              "remove model.checkpoint and data")
+        if model_cfg.get("checkpoint") or net_cfg.get("data") or model_cfg.get("pretrained"):
+            raise ConfigError(f"{key}.demo: a demo network is trained by the workflow on its own data; "
+                              "remove model.checkpoint, model.pretrained and data")
         try:
-            return layer_records(create_model(model_cfg), DEMO_IMAGE_SHAPE)
+            model = create_model(model_cfg).eval()
         except ValueError as exc:
             raise ConfigError(f"{key}.{exc}") from exc
+        _num_classes(model, DEMO_IMAGE_SHAPE, f"{key}.demo: the MNIST digits (1 x 28 x 28)")
+        return layer_records(model, DEMO_IMAGE_SHAPE)
     if "data" not in net_cfg:
         raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
     if not model_cfg.get("checkpoint") and not model_cfg.get("pretrained"):

@@ -22,7 +22,7 @@ NPZ_KEYS = ("x_calib", "y_calib", "x_test", "y_test", "mean", "std")
 class Split:
     """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,), per-channel ``mean``/``std`` (C,)."""
 
-    x: np.ndarray
+    x: np.ndarray | StoredArray
     y: np.ndarray
     mean: np.ndarray
     std: np.ndarray
@@ -90,13 +90,49 @@ def check_npz(path: str | Path, num_classes: int | None = None) -> dict:
     return info
 
 
-def _npz_member(path: Path, key: str) -> np.ndarray | None:
-    """A read-only memory map of one array stored uncompressed in an .npz (None if it is compressed).
+class StoredArray:
+    """A C-ordered array stored in a file, read on demand: ``x[i:j]`` reads only those rows.
 
     np.load reads a whole .npz member into memory; an uncompressed member is a
-    plain .npy file inside the zip, so its data can be mapped in place: a split
-    of 40,000 ImageNet images then costs page cache, not 6-11 GB of process memory.
+    plain .npy file inside the zip, so batches can be read from it in place: a
+    split of 40,000 ImageNet images then costs one batch of process memory, not
+    6-11 GB. (A memory map would do the same, but every page it touches counts as
+    the process's resident memory, which cluster memory limits see.)
     """
+
+    def __init__(self, path: Path, offset: int, shape: tuple, dtype: np.dtype):
+        self.path, self.offset, self.shape, self.dtype = Path(path), int(offset), tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.nbytes = self.row_bytes * self.shape[0]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (len(self) if index < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"index {index} out of range for {len(self)} rows")
+            return self[i:i + 1][0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self[start:stop][::step]
+            n = max(stop - start, 0)
+            with open(self.path, "rb") as f:
+                f.seek(self.offset + start * self.row_bytes)
+                out = np.fromfile(f, dtype=self.dtype, count=n * self.row_bytes // self.dtype.itemsize)
+            return out.reshape((n, *self.shape[1:]))
+        return np.asarray(self)[index]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _npz_member(path: Path, key: str) -> StoredArray | None:
+    """One array stored uncompressed in an .npz, read on demand (None if it is compressed)."""
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(key + ".npy")
     if info.compress_type != zipfile.ZIP_STORED:
@@ -112,13 +148,13 @@ def _npz_member(path: Path, key: str) -> np.ndarray | None:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(f)
         offset = f.tell()
-    if dtype.hasobject or not shape or 0 in shape:
+    if dtype.hasobject or fortran or not shape or 0 in shape:
         return None
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+    return StoredArray(path, offset, shape, dtype)
 
 
 def load_split(path: str | Path, split: str) -> Split:
-    """One split; the images memory-mapped from the .npz when stored uncompressed (np.savez), else read."""
+    """One split; the images read on demand from the .npz when stored uncompressed (np.savez), else read whole."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(path)
@@ -134,7 +170,7 @@ def load_split(path: str | Path, split: str) -> Split:
 
 
 def image_hashes(x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """A 64-bit BLAKE2 digest of every image (read in chunks, so a memory-mapped split stays on disk)."""
+    """A 64-bit BLAKE2 digest of every image (read in chunks, so a stored split is never read whole)."""
     out = np.empty(len(x), dtype=np.uint64)
     for i in range(0, len(x), chunk):
         block = np.ascontiguousarray(x[i:i + chunk])

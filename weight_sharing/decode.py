@@ -178,7 +178,7 @@ def decode_images(paths: list[str], pre: Preprocessing, workers: int = 1) -> np.
 
 def run(*, model_cfg: dict, data_cfg: dict, out_npz: str, workers: int) -> None:
     """Decode the image folder with the model's preprocessing into the evaluation .npz (stored
-    uncompressed, so later stages memory-map the splits instead of reading them whole)."""
+    uncompressed, so later stages read the splits in batches instead of whole)."""
     import time
 
     from .data import image_hashes

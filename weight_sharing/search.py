@@ -1,18 +1,26 @@
-"""Stage search: NSGA-II over per-layer candidate indices, with the surrogate as the accuracy model (pymoo 0.6)."""
+"""Stage search: the front of (predicted accuracy loss, compression rate) over per-layer candidates.
+
+``exact``: the surrogate is linear in per-layer features, so the predicted loss
+of a combination is a sum over layers; with the layer's bits (indices plus
+codebook) as its cost, the best combination at every size is a multiple-choice
+knapsack, solved exactly by a dynamic program over layers that keeps, after each
+layer, every non-dominated (bits, loss) pair. ``nsga2``: the paper's search
+(pymoo), with a mutation that can reach every candidate of every layer.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
 from pymoo.operators.crossover.sbx import SBX
-from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 
 from .candidates import CandidateSet
-from .compression import compression_rates
+from .compression import FLOAT_BITS, compression_rates
 from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
 from .surrogate import candidate_features, design_matrix, predict
@@ -40,6 +48,27 @@ class WeightSharingProblem(Problem):
         out["F"] = np.column_stack([al, -cr])
 
 
+class ResampleMutation(Mutation):
+    """Each gene, with probability 1/L, moves to another of its layer's candidates, drawn uniformly.
+
+    Polynomial mutation followed by rounding almost never changes a gene whose
+    layer has 2-4 candidates (eta = 20: 0 changes in 100,000 genes for 2
+    candidates); a value lost from the population would never come back.
+    """
+
+    def _do(self, problem, X, random_state=None, **kwargs):
+        X = np.rint(np.asarray(X, dtype=float)).astype(np.int64)
+        upper = np.asarray(problem.xu, dtype=np.int64)
+        prob = self.get_prob_var(problem, size=len(X))
+        for k in range(X.shape[1]):
+            if upper[k] == 0:
+                continue  # one candidate: nothing to mutate to
+            rows = np.flatnonzero(random_state.random(len(X)) < prob)
+            step = random_state.integers(1, upper[k] + 1, size=len(rows))  # never the current value
+            X[rows, k] = (X[rows, k] + step) % (upper[k] + 1)
+        return X.astype(float)
+
+
 FRONT_SCHEMA = pa.schema([
     ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("choice", pa.list_(pa.int64())),
     ("predicted_al", pa.float64()), ("cr", pa.float64()),
@@ -58,7 +87,7 @@ def run_nsga2(cands: CandidateSet, surrogate: dict, pop_size: int, generations: 
         pop_size=pop_size,
         sampling=IntegerRandomSampling(),
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-        mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
+        mutation=ResampleMutation(),
         eliminate_duplicates=True,
     )
     res = minimize(problem, algorithm, ("n_gen", generations), seed=seed, verbose=False)
@@ -73,12 +102,98 @@ def run_nsga2(cands: CandidateSet, surrogate: dict, pop_size: int, generations: 
     return pa.Table.from_pylist(rows, schema=FRONT_SCHEMA)
 
 
-def run(*, candidates_parquet: str, layers_parquet: str, surrogate_json: str, pop_size: int, generations: int,
-        seed: int, out: str) -> None:
+def layer_costs(cands: CandidateSet) -> np.ndarray:
+    """(L, C) bits of each candidate: W x ceil(log2 K) index bits plus K float codebook entries."""
+    k = cands.k.astype(np.float64)
+    bits = np.ceil(np.log2(np.maximum(k, 1)))
+    return cands.n_weights[:, None] * bits + k * FLOAT_BITS
+
+
+def layer_losses(cands: CandidateSet, surrogate: dict) -> np.ndarray:
+    """(L, C) each candidate's additive share of the predicted loss (the surrogate's terms for that layer)."""
+    n_layers, pad = cands.k.shape
+    coef = np.asarray(surrogate["coef"], dtype=np.float64).reshape(len(surrogate["features"]), n_layers)
+    choice = np.tile(np.arange(pad), (n_layers, 1)).T  # (pad, L): row j picks candidate j of every layer
+    choice = np.minimum(choice, cands.sizes - 1)
+    features = candidate_features(cands, choice)
+    return sum(coef[i][None, :] * features[f] for i, f in enumerate(surrogate["features"])).T
+
+
+def knapsack_front(costs: list[np.ndarray], losses: list[np.ndarray], max_states: int = 200_000
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every non-dominated (total cost, total loss) of picking one item per layer, with the picks.
+
+    Exact: after each layer only pairs that no cheaper-or-equal pair beats are kept (an optimal
+    combination's prefix is itself optimal for its cost). Returns costs and losses (ascending
+    cost, strictly descending loss) and the (N, L) picks. ``max_states`` bounds the pairs kept
+    per layer (a ValueError beyond it rather than a silent approximation).
+    """
+    cost, loss = np.zeros(1), np.zeros(1)
+    parents, picks = [], []
+    for c, v in zip(costs, losses):
+        c, v = np.asarray(c, dtype=np.float64), np.asarray(v, dtype=np.float64)
+        tc = (cost[:, None] + c[None, :]).ravel()
+        tv = (loss[:, None] + v[None, :]).ravel()
+        order = np.lexsort((tv, tc))
+        tc, tv = tc[order], tv[order]
+        best_before = np.concatenate(([np.inf], np.minimum.accumulate(tv)[:-1]))
+        keep = tv < best_before
+        idx = order[keep]
+        cost, loss = tc[keep], tv[keep]
+        if len(cost) > max_states:
+            raise ValueError(f"search: {len(cost)} non-dominated partial combinations exceed {max_states}")
+        parents.append(idx // len(c))
+        picks.append(idx % len(c))
+    choice = np.empty((len(cost), len(costs)), dtype=np.int64)
+    state = np.arange(len(cost))
+    for layer in range(len(costs) - 1, -1, -1):
+        choice[:, layer] = picks[layer][state]
+        state = parents[layer][state]
+    return cost, loss, choice
+
+
+def spread(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of at most ``n`` points spread evenly over the range of sorted ``values`` (ends kept)."""
+    if len(values) <= n:
+        return np.arange(len(values))
+    targets = np.linspace(values[0], values[-1], n)
+    idx = np.searchsorted(values, targets).clip(0, len(values) - 1)
+    return np.unique(np.concatenate(([0], idx, [len(values) - 1])))
+
+
+def run_exact(cands: CandidateSet, surrogate: dict, max_points: int) -> pa.Table:
+    """The exact front of a linear surrogate, thinned to ``max_points`` spread evenly in CR."""
+    if list(surrogate["layers"]) != cands.layer_names:
+        raise ValueError("search: the surrogate's layers differ from the candidates' layers")
+    cost, loss = layer_costs(cands), layer_losses(cands, surrogate)
+    total, value, choice = knapsack_front([cost[i, :s] for i, s in enumerate(cands.sizes)],
+                                          [loss[i, :s] for i, s in enumerate(cands.sizes)])
+    cr = float(cands.n_weights.sum() * FLOAT_BITS) / total
+    order = np.argsort(cr, kind="stable")
+    keep = order[spread(cr[order], max_points)]
+    x = choice[keep]
+    al = value[keep] + float(surrogate["intercept"])
+    crs = compression_rates(cands.n_weights, cands.gather(cands.k, x))
+    rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(), "choice": x[j].tolist(),
+             "predicted_al": float(al[j]), "cr": float(crs[j])} for i, j in enumerate(np.argsort(crs, kind="stable"))]
+    return pa.Table.from_pylist(rows, schema=FRONT_SCHEMA)
+
+
+METHODS = ("exact", "nsga2")
+
+
+def run(*, candidates_parquet: str, layers_parquet: str, surrogate_json: str, method: str, max_points: int,
+        pop_size: int, generations: int, seed: int, out: str) -> None:
     import logging
 
+    if method not in METHODS:
+        raise ValueError(f"search.method: {method!r}; allowed: {', '.join(METHODS)}")
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
-    table = run_nsga2(cands, read_json(surrogate_json), pop_size, generations, seed)
-    logging.getLogger(__name__).info("search: %d non-dominated points, CR %.2f..%.2f", table.num_rows,
+    surrogate = read_json(surrogate_json)
+    if method == "exact":
+        table = run_exact(cands, surrogate, max_points)
+    else:
+        table = run_nsga2(cands, surrogate, pop_size, generations, seed)
+    logging.getLogger(__name__).info("search (%s): %d non-dominated points, CR %.2f..%.2f", method, table.num_rows,
                                      min(table.column("cr").to_pylist()), max(table.column("cr").to_pylist()))
     write_parquet(table, out)

@@ -16,6 +16,7 @@ in :func:`feature_values`, for the samples and for the search alike.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import KFold, cross_val_predict
@@ -86,6 +87,7 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
         "r2_heldout": float(r2_score(y, oof)) if np.var(y) > 0 else float("nan"),
         "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))),
         "r2_train": float(reg.score(x, y)) if np.var(y) > 0 else float("nan"),
+        "spearman_heldout": float(spearmanr(y, oof).statistic) if np.var(y) > 0 else float("nan"),
     }
     return model, oof
 

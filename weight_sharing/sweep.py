@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SWEEP_SCHEMA = pa.schema([
     ("layer", pa.string()), ("k", pa.int64()), ("bits", pa.int64()), ("codebook_size", pa.int64()),
     ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
-    ("changed", pa.float64()),
+    ("changed", pa.float64()), ("broken", pa.int64()), ("fixed", pa.int64()),
     ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
     ("seconds", pa.float64()),
 ])
@@ -46,13 +46,22 @@ def k_grid(k_min: int, k_max: int, count: int) -> list[int]:
 
 
 def resolve_grid(sweep_cfg: dict) -> list[int]:
-    """The configured grid: an explicit ``k_values`` list, or the log-spaced k_min/k_max/k_count one."""
+    """The configured grid: an explicit ``k_values`` list, the powers of two from k_min to k_max
+    (``grid: pow2``), or the log-spaced k_min/k_max/k_count one (``grid: log``, the paper's)."""
     if sweep_cfg.get("k_values"):
         ks = [int(k) for k in sweep_cfg["k_values"]]
         bad = [k for k in ks if k < 1]
         if bad:
             raise ValueError(f"sweep.k_values: K must be >= 1, got {bad}")
         return sorted(set(ks))
+    if sweep_cfg.get("grid") == "pow2":
+        lo, hi = int(sweep_cfg["k_min"]), int(sweep_cfg["k_max"])
+        if hi < lo:
+            raise ValueError(f"sweep.k_max ({hi}) must be >= sweep.k_min ({lo})")
+        ks = [1 << b for b in range(max(lo - 1, 0).bit_length(), hi.bit_length()) if lo <= 1 << b <= hi]
+        if not ks:
+            raise ValueError(f"sweep.grid: pow2 has no power of two in k_min..k_max = {lo}..{hi}")
+        return ks
     return k_grid(int(sweep_cfg["k_min"]), int(sweep_cfg["k_max"]), int(sweep_cfg["k_count"]))
 
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from .bound import meets_bound
+from .bound import meets_bound, selectable
 from .candidates import CandidateSet
 from .evaluate import Evaluator, Measurement, Progress, evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
 
-SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64()) for split in ("calib", "test")
-                 for c in ("accuracy", "al", "kl", "changed")]
+SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64() if c not in ("broken", "fixed") else pa.int64())
+                 for split in ("calib", "test") for c in ("accuracy", "al", "kl", "changed", "broken", "fixed")]
 VALIDATED_SCHEMA = pa.schema([
     ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
-    *SPLIT_COLUMNS, ("on_front", pa.bool_()), ("within_bound", pa.bool_()),
+    *SPLIT_COLUMNS, ("on_front", pa.bool_()), ("calib_within_bound", pa.bool_()),
+    ("test_within_bound", pa.bool_()),
 ])
 
 
@@ -47,23 +48,31 @@ def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: lis
     return rows
 
 
-def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float) -> pa.Table:
-    """The predicted points with their measurements; ``on_front`` marks the Pareto set on the test split."""
+def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float,
+                   confidence: float) -> pa.Table:
+    """The predicted points with their measurements.
+
+    ``calib_within_bound``: the point may be chosen (its calibration loss meets the bound at
+    ``confidence``); ``test_within_bound``: its test accuracy meets the bound (reported, never
+    used to choose); ``on_front``: the Pareto set on the test split (for the plot).
+    """
     rows = [{"point": r["point"], "k": r["k"], "cr": r["cr"], "predicted_al": r["predicted_al"], **m}
             for r, m in zip(front.to_pylist(), measured)]
     if rows:
         mask = pareto_mask([r["cr"] for r in rows], [r["test_al"] for r in rows])
+        ok = selectable([r["calib_broken"] for r in rows], [r["calib_fixed"] for r in rows],
+                        baseline["calib_images"], baseline["calib_accuracy"], bound, confidence)
         within = meets_bound([r["test_accuracy"] for r in rows], baseline["test_accuracy"], bound)
-        for r, m, w in zip(rows, mask, within):
-            r["on_front"], r["within_bound"] = bool(m), bool(w)
+        for r, m, c, w in zip(rows, mask, ok, within):
+            r["on_front"], r["calib_within_bound"], r["test_within_bound"] = bool(m), bool(c), bool(w)
     return pa.Table.from_pylist(rows, schema=VALIDATED_SCHEMA)
 
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, front_parquet: str,
-        baseline_json: str, bound: float, evaluation: dict, out: str) -> None:
+        baseline_json: str, bound: float, confidence: float, evaluation: dict, out: str) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
     books = [cands.codebooks_of(r["choice"]) for r in front.to_pylist()]
     measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate")
-    write_parquet(validate_front(front, measured, baseline, bound), out)
+    write_parquet(validate_front(front, measured, baseline, bound, confidence), out)
