@@ -7,7 +7,7 @@ rule validate:
         data=data_input,
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
-        front=f"{RESULTS}/{{net}}/front_predicted.parquet",
+        front=f"{RESULTS}/{{net}}/front_refined.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/front_validated.parquet",

@@ -7,7 +7,7 @@ import time
 
 from workflow_utils import TINY, planned_jobs, result_tables, snakemake, snakemake_cmd, write_config
 
-DOWNSTREAM_OF_SEARCH = {"search", "validate", "export", "report", "summary", "all"}
+DOWNSTREAM_OF_SEARCH = {"search", "refine", "validate", "export", "report", "summary", "all"}
 
 
 def dry_run_after_change(workdir, change):

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from workflow_utils import REPO, TINY, result_tables, snakemake, write_config
 
-GPU_STAGES = {"prepare", "sweep", "sample", "validate", "uniform", "export"}
+GPU_STAGES = {"prepare", "sweep", "sample", "refine", "validate", "uniform", "export"}
 CLUSTER_STAGES = GPU_STAGES | {"demo", "search"}
 
 

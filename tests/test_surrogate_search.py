@@ -206,3 +206,58 @@ def test_mutation_reaches_every_candidate():
     assert changed[0] == pytest.approx(1 / 3, abs=0.02) and changed[2] == 0
     assert set(np.unique(out[:, 0])) == {0, 1} and set(np.unique(out[:, 1])) == {0, 1, 2}
     assert np.array_equal(np.unique(out[:, 1][out[:, 1] != 0]), [1, 2])
+
+
+class FakeEvaluator:
+    """Measures a combination by a fixed rule: each layer at its smallest candidate breaks ``cost`` images."""
+
+    def __init__(self, cands, cost):
+        self.cands, self.cost, self.books = cands, cost, {}
+
+    def apply(self, books):
+        self.books = books
+
+    def restore(self, names=None):
+        self.books = {}
+
+    def measure(self):
+        from weight_sharing.evaluate import Measurement
+
+        broken = sum(self.cost[i] for i, n in enumerate(self.cands.layer_names)
+                     if self.books[n].k == self.cands.k[i, 0])
+        return Measurement(accuracy=0.9 - broken / 500, kl=0.0, changed=broken / 500, broken=broken, fixed=0, n=500)
+
+
+def test_refinement_rounds_add_data_and_stop():
+    from weight_sharing.refine import refine
+    from weight_sharing.sample import draw_combinations
+
+    cands = make_candidates(n_layers=4, seed=5)
+    ev = FakeEvaluator(cands, cost=[1, 2, 8, 0])
+    choices = draw_combinations(cands.sizes, 40, seed=0)
+    rows = []
+    for i, c in enumerate(choices):
+        ev.apply(cands.codebooks_of(c))
+        m = ev.measure()
+        v = cands.layer_values(c)
+        rows.append({"sample": i, "layer_al": v["al"].tolist(), "layer_kl": v["kl"].tolist(),
+                     "layer_inertia": v["inertia"].tolist(), "al": 0.9 - m.accuracy})
+    samples = pa.Table.from_pylist(rows)
+    x = design_matrix(["layer_al"], {"layer_al": np.array([r["layer_al"] for r in rows])})
+    surrogate, _ = fit_surrogate(x, samples.column("al").to_numpy(), cands.layer_names, folds=4,
+                                 feature_names=["layer_al"], positive=True)
+    search = {"method": "exact", "max_points": 30, "pop_size": 10, "generations": 5, "seed": 0}
+    from weight_sharing.search import run_search
+
+    front = run_search(cands, surrogate, **search)
+    baseline = {"calib_images": 500, "calib_accuracy": 0.9}
+    out, final, history = refine(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 5, search)
+    assert 1 <= len(history) <= 6 and history[0]["round"] == 0
+    assert history[-1]["samples"] == 40 + sum(h["measured"] for h in history[:-1])
+    # it stopped because the chosen CR stopped improving (or the rounds ran out)
+    crs = [h["best_calib_cr"] or 0 for h in history]
+    assert len(history) == 6 or crs[-1] <= max(crs[:-1]) + 1e-9
+    assert len(out) == sum(h["measured"] for h in history)
+    assert {tuple(r["choice"]) for r in front.to_pylist()} <= {tuple(r["choice"]) for r in out.to_pylist()}
+    none, _, h0 = refine(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 0, search)
+    assert len(h0) == 1 and len(none) == len(front)

@@ -76,8 +76,13 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
         assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"]))
         assert all(k in cands[layer] for layer, k in zip(LAYERS, s["k"]))
     validated = read(tiny_run, "front_validated.parquet")
-    predicted = read(tiny_run, "front_predicted.parquet")
-    assert [v["k"] for v in validated] == [p["k"] for p in predicted] and validated
+    refined = read(tiny_run, "front_refined.parquet")
+    assert [v["k"] for v in validated] == [p["k"] for p in refined] and validated
+    # refinement validates every point it measured: the search's own front among them
+    assert {tuple(p["k"]) for p in read(tiny_run, "front_predicted.parquet")} <= {tuple(p["k"]) for p in refined}
+    rounds = json.loads((tiny_run / "results/tiny/refine.json").read_text())["rounds"]
+    assert 1 <= len(rounds) <= TINY.get("refine", {}).get("rounds", 2) + 1
+    assert sum(r["measured"] for r in rounds) == len(refined)
     for v in validated:
         assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"]))
         # on_front: exactly the points no other validated point dominates on the test split
@@ -156,7 +161,8 @@ def test_plots_and_summary_content(tiny_run):
     csv_lines = (tiny_run / "results/summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("network,") and csv_lines[1].startswith("tiny,heavy,")
     assert row["time_total_s"] == pytest.approx(sum(row[f"time_{s}_s"] for s in (
-        "prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")))
+        "prepare", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate", "uniform",
+        "export")))
     assert row["time_sweep_s"] > 0 and row["time_sample_s"] > 0
 
 

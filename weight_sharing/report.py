@@ -15,7 +15,8 @@ from .sweep import read_sweeps  # noqa: E402
 
 # the timed stages of one network, in workflow order (their Snakemake benchmark files are
 # benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs)
-STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "validate", "uniform", "export")
+STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate", "uniform",
+          "export")
 
 
 def stage_of(benchmark_file: str) -> str:
@@ -176,13 +177,17 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
 
 def run(*, net: str, category: str, bound: float, confidence: float, baseline_json: str, layers_parquet: str,
         sweep_files: list[str],
-        surrogate_json: str, predicted_parquet: str, validated_parquet: str, uniform_parquet: str,
+        surrogate_json: str, predicted_parquet: str, refine_json: str, validated_parquet: str, uniform_parquet: str,
         export_parquet: str, benchmark_files: list[str], out_sensitivity: str, out_fronts: str,
         out_summary: str) -> dict:
     baseline = read_json(baseline_json)
     plot_sensitivity(sweep_files, out_sensitivity, net)
     row = network_summary(net, category, bound, confidence, baseline_json, layers_parquet, surrogate_json,
                           validated_parquet, uniform_parquet, export_parquet, benchmark_files)
+    rounds = read_json(refine_json)["rounds"]
+    row["refine_rounds"] = "; ".join(
+        f"round {r['round']}: R² {r['r2_heldout']:.3f}, best CR "
+        + (f"{r['best_calib_cr']:.2f}" if r["best_calib_cr"] else "none") for r in rounds) or "off"
     plot_fronts(read_parquet(predicted_parquet), read_parquet(validated_parquet), read_parquet(uniform_parquet),
                 baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})", chosen=row["best_k"])
     write_json(row, out_summary)

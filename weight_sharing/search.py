@@ -182,18 +182,22 @@ def run_exact(cands: CandidateSet, surrogate: dict, max_points: int) -> pa.Table
 METHODS = ("exact", "nsga2")
 
 
+def run_search(cands: CandidateSet, surrogate: dict, method: str, max_points: int, pop_size: int,
+               generations: int, seed: int) -> pa.Table:
+    """The predicted front by the configured method (the ``search`` config section as keywords)."""
+    if method not in METHODS:
+        raise ValueError(f"search.method: {method!r}; allowed: {', '.join(METHODS)}")
+    if method == "exact":
+        return run_exact(cands, surrogate, max_points)
+    return run_nsga2(cands, surrogate, pop_size, generations, seed)
+
+
 def run(*, candidates_parquet: str, layers_parquet: str, surrogate_json: str, method: str, max_points: int,
         pop_size: int, generations: int, seed: int, out: str) -> None:
     import logging
 
-    if method not in METHODS:
-        raise ValueError(f"search.method: {method!r}; allowed: {', '.join(METHODS)}")
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
-    surrogate = read_json(surrogate_json)
-    if method == "exact":
-        table = run_exact(cands, surrogate, max_points)
-    else:
-        table = run_nsga2(cands, surrogate, pop_size, generations, seed)
+    table = run_search(cands, read_json(surrogate_json), method, max_points, pop_size, generations, seed)
     logging.getLogger(__name__).info("search (%s): %d non-dominated points, CR %.2f..%.2f", method, table.num_rows,
                                      min(table.column("cr").to_pylist()), max(table.column("cr").to_pylist()))
     write_parquet(table, out)

@@ -51,6 +51,10 @@ def summary_markdown(rows: list[dict]) -> str:
             f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {_fmt(r['oracle_cr_selected_on_test'])} "
             f"| {r['front_points']} | {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) "
             f"| {r['time_total_s']:.0f} |")
+    lines += ["", "## Refinement rounds (calibration only)", "",
+              "Each round measures the predicted front on calibration, adds it to the surrogate's data, refits "
+              "and searches again; R² is the surrogate's held-out score before the round's search.", ""]
+    lines += [f"- {r['network']}: {r.get('refine_rounds', 'off')}" for r in rows]
     lines += ["", "## Exported model (the first export target, chosen on calibration)", "",
               "Sizes measured on disk. Shared float32: the shared layers' weights as float32 (4 bytes each); "
               "packed: their indices at ceil(log2 K) bits plus codebooks, as stored in the export; file: the whole "
