@@ -125,6 +125,8 @@ def test_uniform_k_max_below_grid(tiny_npz, lenet_checkpoint):
 def test_shipped_configs_are_schema_valid():
     from pathlib import Path
 
+    import yaml
+
     from weight_sharing.config import load_config
     root = Path(__file__).resolve().parents[1]
     demo = load_config(root / "config.yaml")
@@ -133,7 +135,11 @@ def test_shipped_configs_are_schema_valid():
     assert {n: c["category"] for n, c in imagenet["networks"].items()} == {
         "googlenet": "heavy", "resnetv2_50": "heavy", "inception_v3": "heavy", "mobilenetv2_100": "light",
         "efficientnet_b0": "light", "efficientnet_b1": "light", "efficientnet_b2": "light"}
-    assert imagenet["sample"]["n"] == 5000 and imagenet["search"]["generations"] == 500
+    assert imagenet["sweep"]["layers_per_job"] == 8 and imagenet["search"]["method"] == "exact"
+    paper = validate_schema({**imagenet, **yaml.safe_load((root / "configs/paper.yaml").read_text())})
+    assert paper["sample"]["n"] == 5000 and paper["search"] == {**paper["search"], "method": "nsga2",
+                                                                 "generations": 500}
+    assert paper["surrogate"]["features"] == ["layer_al"] and paper["sweep"]["grid"] == "log"
 
 
 def test_architecture_layers_match_checked_layers(tiny_npz, lenet_checkpoint):

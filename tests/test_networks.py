@@ -17,7 +17,7 @@ from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import architecture, build_model, create_model, layer_records, shared_layers
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]
+SHIPPED = [REPO / "config.yaml", REPO / "configs/imagenet.yaml", REPO / "configs/benchmark.yaml"]
 TV_AUX = {"googlenet", "inception_v3"}
 
 
@@ -224,3 +224,34 @@ def test_splits_are_memory_mapped_and_streamed(tmp_path):
     tracemalloc.stop()
     assert peak < 1_000_000, peak  # one batch is 78 kB; the split 3.1 MB
     assert acc == Evaluator(model, Split(np.array(x), split.y, split.mean, split.std), device="cpu").accuracy()
+
+
+def test_imagenet_config_dry_run_with_local_weights(tmp_path):
+    """The shipped ImageNet config, with the weights given offline as local files (the library's own weight
+    files: torchvision's .pth, timm's model.safetensors) and a small image folder, passes `snakemake -n`."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from workflow_utils import planned_jobs, snakemake
+
+    cfg = yaml.safe_load((REPO / "configs/imagenet.yaml").read_text())
+    folder = image_folder(tmp_path / "val", 40, classes=3, per_class=4)
+    for net, net_cfg in cfg["networks"].items():
+        model_cfg = net_cfg["model"]
+        if model_cfg["source"] == "torchvision":
+            path = tmp_path / f"{net}.pth"
+            torch.save(torchvision_weights_state(model_cfg["arch"]), path)
+        else:
+            path = tmp_path / f"{net}.safetensors"
+            import timm
+
+            save_file(timm.create_model(model_cfg["arch"]).state_dict(), str(path))
+        model_cfg["checkpoint"] = str(path)  # pretrained: true stays: the architecture of the library's weights
+        net_cfg["data"] = {"root": str(folder), "calib_per_class": 1}
+    (tmp_path / "imagenet.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--dry-run", "--cores", "1", configfile="imagenet.yaml", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["decode"] == 7 and jobs["prepare"] == 7 and jobs["export"] == 7
+    # 58 + 95 + ... shared layers, swept 8 per job
+    assert jobs["sweep"] >= 7 * 7
