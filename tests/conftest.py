@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from workflow_utils import TINY, snakemake, write_config
 
 from weight_sharing.models import LeNet5
+from workflow_utils import TINY, snakemake, write_config
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from workflow_utils import snakemake, write_config
 
 from weight_sharing.config import ConfigError, check_config, validate_schema
 from weight_sharing.decode import list_images, split_per_class
 from weight_sharing.models import create_model
+from workflow_utils import snakemake, write_config
 
 CLASSES = ["n01", "n02", "n03", "n04"]
 

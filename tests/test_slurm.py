@@ -4,6 +4,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from workflow_utils import REPO, TINY, result_tables, snakemake, write_config
 
 GPU_STAGES = {"prepare", "sweep", "sample", "refine", "validate", "uniform", "export"}

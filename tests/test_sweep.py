@@ -81,3 +81,25 @@ def test_compiled_evaluation_gives_the_same_measurements():
     a, b = ev.measure(), compiled.measure()
     assert a.accuracy == b.accuracy and a.changed == b.changed
     assert b.kl == pytest.approx(a.kl, rel=1e-4, abs=1e-7) and a.kl > 0
+
+
+def test_kl_and_paired_counts_against_a_direct_computation():
+    """measure(): mean KL(p_base || p_shared), changed, broken and fixed, computed batch by batch,
+    equal a direct computation on the whole split's logits."""
+    ev = _evaluator()
+    x = (torch.from_numpy(np.array(ev.host_x)).float() - ev.mean) / ev.std
+    with torch.no_grad():
+        base_logits = ev.model(x)
+        books = {"conv2": kmeans_grid(ev.originals["conv2"].numpy().ravel(), [3])[3]}
+        ev.apply(books)
+        shared_logits = ev.model(x)
+    m = ev.measure()
+    p = torch.softmax(base_logits.double(), 1)
+    direct = (p * (torch.log_softmax(base_logits.double(), 1) - torch.log_softmax(shared_logits.double(), 1))).sum(1)
+    assert m.kl == pytest.approx(float(direct.mean()), rel=1e-5) and m.kl > 0
+    b, s, y = base_logits.argmax(1), shared_logits.argmax(1), ev.y
+    assert m.changed == float((b != s).float().mean())
+    assert m.broken == int(((b == y) & (s != y)).sum()) and m.fixed == int(((b != y) & (s == y)).sum())
+    assert m.accuracy == float((s == y).float().mean())
+    ev.restore()
+    assert ev.measure().kl == 0.0 and ev.measure().changed == 0.0

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from workflow_utils import TINY, snakemake, write_config
 
 from weight_sharing.compression import compression_rate
+from workflow_utils import TINY, snakemake, write_config
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
 WEIGHTS = [150, 2400, 48000, 10080, 840]

@@ -2,4 +2,4 @@
 
 The library behind the Snakemake workflow; it never imports snakemake.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

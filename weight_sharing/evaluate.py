@@ -162,9 +162,9 @@ class Evaluator:
 
             def keep(i, logits):
                 nonlocal logp
-                if logp is None:
-                    logp = torch.empty(self.n, logits.shape[1], dtype=torch.float32, device=self.device)
-                logp[i:i + len(logits)] = torch.log_softmax(logits, dim=1)
+                if logp is None:  # float64: KL of a mild perturbation is a small difference of large terms
+                    logp = torch.empty(self.n, logits.shape[1], dtype=torch.float64, device=self.device)
+                logp[i:i + len(logits)] = torch.log_softmax(logits.double(), dim=1)
                 pred[i:i + len(logits)] = logits.argmax(dim=1)
 
             self._pass(keep)
@@ -182,8 +182,8 @@ class Evaluator:
         def reduce(i, logits):
             nonlocal kl
             ref = ref_logp[i:i + len(logits)]
-            logp = torch.log_softmax(logits, dim=1)
-            kl += (ref.exp() * (ref - logp)).sum().double()
+            logp = torch.log_softmax(logits.double(), dim=1)
+            kl += (ref.exp() * (ref - logp)).sum()
             pred[i:i + len(logits)] = logits.argmax(dim=1)
 
         self._pass(reduce)
