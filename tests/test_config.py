@@ -147,3 +147,19 @@ def test_architecture_layers_match_checked_layers(tiny_npz, lenet_checkpoint):
     cfg = base_config(tiny_npz, lenet_checkpoint)
     checked = check_config(copy.deepcopy(cfg))["net"]
     assert [l["name"] for l in architecture_layers(cfg)["net"]] == [l["name"] for l in checked]
+
+
+def test_conda_environment_lists_the_package_dependencies():
+    """envs/weight_sharing.yaml holds the library's dependencies (not the package itself, which jobs import
+    from the repository through the PYTHONPATH the Snakefile sets)."""
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+    root = Path(__file__).resolve().parents[1]
+    env = yaml.safe_load((root / "envs/weight_sharing.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(pip) == sorted(d for d in project if not d.startswith("snakemake"))
+    assert not any(p.startswith("-e") or p.startswith(".") for p in pip)
+    assert "PYTHONPATH=" in (root / "Snakefile").read_text()
