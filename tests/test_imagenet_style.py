@@ -162,4 +162,4 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
     gl = pq.read_table(tmp_path / "results/gnet/layers.parquet").to_pylist()
     assert len(gl) == 58 and gl[-1]["name"] == "fc"
     summary = (tmp_path / "results/summary.md").read_text()
-    assert "| gnet | heavy | 99% (conf. 0.5) | 58 |" in summary and "| rn | light | 98% (conf. 0.5) |" in summary
+    assert "| gnet | heavy | 99% (conf. 0.9) | 58 |" in summary and "| rn | light | 98% (conf. 0.9) |" in summary

@@ -149,7 +149,7 @@ def test_plots_and_summary_content(tiny_run):
     row = json.loads((net / "report/summary.json").read_text())
     summary = (tiny_run / "results/summary.md").read_text()
     line = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
-    assert line.startswith("| tiny | heavy | 99% (conf. 0.5) | 5 | 0.246 |")
+    assert line.startswith("| tiny | heavy | 99% (conf. 0.9) | 5 | 0.246 |")
     # the reported choice is the highest-CR point selectable on calibration, with its test loss as measured
     validated = read(tiny_run, "front_validated.parquet")
     ok = [v for v in validated if v["calib_within_bound"]]
