@@ -1,0 +1,64 @@
+"""What a finished run cost, stage by stage: network evaluations and images, next to the job wall times.
+
+Wall times depend on the machine and on what else ran beside the jobs; the number of
+images pushed through the network does not. For every network under each results
+folder, counts the evaluations each evaluating stage made (sweep: one per swept K;
+sample: one per combination; refine: one per front point measured; validate and
+uniform: one per point on each split) and the images they took, and prints them with
+the stage's summed job wall time (Snakemake benchmark files).
+
+    python benchmarks/cost.py results_benchmark results_previous ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from weight_sharing.report import STAGES, benchmark_seconds, stage_of
+
+
+def evaluations(net: Path) -> dict[str, tuple[int, int]]:
+    """Stage -> (evaluations, images)."""
+    base = json.loads((net / "baseline.json").read_text())
+    calib, test = base["calib_images"], base["test_images"]
+    sweep = sum(pq.read_metadata(f).num_rows for f in (net / "sweep").glob("*.parquet"))
+    samples = sum(pq.read_metadata(f).num_rows for f in (net / "samples").glob("*.parquet"))
+    out = {"sweep": (sweep, sweep * calib), "sample": (samples, samples * calib)}
+    if (net / "refine.json").exists():
+        refined = sum(r["measured"] for r in json.loads((net / "refine.json").read_text())["rounds"])
+        out["refine"] = (refined, refined * calib)
+    for stage, table in (("validate", "front_validated.parquet"), ("uniform", "uniform.parquet")):
+        n = pq.read_metadata(net / table).num_rows
+        out[stage] = (2 * n, n * (calib + test))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    args = ap.parse_args()
+    print("| run | network | stage | evaluations | images | job wall time [s] |")
+    print("|---|---|---|---|---|---|")
+    for results in args.results:
+        for net in sorted(p.parent for p in Path(results).glob("*/baseline.json")):
+            seconds = dict.fromkeys(STAGES, 0.0)
+            for f in (net / "benchmarks").rglob("*.tsv"):
+                stage = stage_of(str(f))
+                if stage in seconds:
+                    seconds[stage] += benchmark_seconds([str(f)])
+            counts = evaluations(net)
+            total_images = sum(images for _, images in counts.values())
+            for stage in STAGES:
+                evals, images = counts.get(stage, (0, 0))
+                print(f"| {Path(results).name} | {net.name} | {stage} | {evals:,} | {images:,} "
+                      f"| {seconds[stage]:.1f} |")
+            print(f"| {Path(results).name} | {net.name} | **total** | | **{total_images:,}** "
+                  f"| **{sum(seconds.values()):.1f}** |")
+
+
+if __name__ == "__main__":
+    main()
