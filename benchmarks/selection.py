@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from weight_sharing.bound import allowed_loss
 from weight_sharing.report import choices
 
 LEVELS = (0.5, 0.75, 0.9, 0.95)
@@ -37,7 +38,7 @@ def main():
             baseline = json.loads((net_dir / "baseline.json").read_text())
             v = pq.read_table(net_dir / "front_validated.parquet").to_pylist()
             u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
-            allowed = (1 - args.bound) * baseline["test_accuracy"]
+            allowed = allowed_loss(baseline["test_accuracy"], args.bound)
             for c in LEVELS:
                 pick = choices(v, u, baseline, args.bound, c)
                 best, uni, oracle = pick["best"], pick["uniform"], pick["oracle"]

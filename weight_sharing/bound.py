@@ -29,6 +29,16 @@ def network_bound(config: dict, net: str) -> float:
     return float(net_cfg.get("bound", config["bounds"][net_cfg["category"]]))
 
 
+def allowed_loss(baseline_accuracy: float, bound: float) -> float:
+    """The accuracy a network may lose: (1 - bound) x baseline."""
+    return (1 - bound) * baseline_accuracy
+
+
+def loosened(bound: float, factor: float) -> float:
+    """The bound that allows ``factor`` x this bound's loss (export targets: 1x, 1.5x ...)."""
+    return 1 - factor * (1 - bound)
+
+
 def meets_bound(accuracy, baseline_accuracy: float, bound: float):
     """accuracy >= bound x baseline (elementwise for arrays)."""
     return np.asarray(accuracy, dtype=np.float64) >= bound * baseline_accuracy - TOLERANCE
@@ -46,8 +56,7 @@ def loss_upper_bound(broken, fixed, n: int, confidence: float):
 
 def selectable(broken, fixed, n: int, baseline_accuracy: float, bound: float, confidence: float):
     """Points whose loss, at ``confidence``, stays within the bound's allowed loss (elementwise)."""
-    allowed = (1 - bound) * baseline_accuracy
-    return loss_upper_bound(broken, fixed, n, confidence) <= allowed + TOLERANCE
+    return loss_upper_bound(broken, fixed, n, confidence) <= allowed_loss(baseline_accuracy, bound) + TOLERANCE
 
 
 def best_within(cr, ok) -> int | None:

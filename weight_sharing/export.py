@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from .bound import choose
+from .bound import choose, loosened, meets_bound
 from .compression import index_bits
 from .io import atomic_path
 from .kmeans import Codebook, assign
@@ -245,7 +245,7 @@ def choose_point(validated: list[dict], baseline: dict, bound: float, target: fl
     bound's allowed loss ((1 - bound) x baseline); if none is, the lowest-loss point, flagged (False).
     Chosen on calibration only: the test split is measured and reported, never used to choose."""
     best = choose(validated, "calib", baseline["calib_images"], baseline["calib_accuracy"],
-                  1 - target * (1 - bound), confidence)
+                  loosened(bound, target), confidence)
     if best is not None:
         return validated[best], True
     return min(validated, key=lambda v: (v["calib_al"], -v["cr"])), False
@@ -315,7 +315,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
                                f"validated {point['test_accuracy']:.4f})")
         packed = sizes["index_bytes"] + sizes["codebook_bytes"]
         huff = sizes["huffman_index_bytes"] + sizes["codebook_bytes"]
-        test_ok = bool(acc >= (1 - target * (1 - bound)) * baseline["test_accuracy"] - 1e-12)
+        test_ok = bool(meets_bound(acc, baseline["test_accuracy"], loosened(bound, target)))
         if not test_ok:
             log.warning("export target %.2fx: the point chosen on calibration loses %.4f on test, beyond the "
                         "target (reported, not used to choose)", target, baseline["test_accuracy"] - acc)

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .bound import best_within, choose, meets_bound  # noqa: E402
+from .bound import allowed_loss, best_within, choose, meets_bound  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .sweep import read_sweeps  # noqa: E402
 
@@ -69,7 +69,7 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     ucr, ual = uniform.column("cr").to_numpy(), 100 * uniform.column("test_al").to_numpy()
     uorder = np.argsort(ucr, kind="stable")
     ax.plot(ucr[uorder], ual[uorder], "s--", ms=4, color="tab:red", lw=0.8, label="uniform K, test")
-    ax.axhline(100 * (1 - bound) * baseline["test_accuracy"], color="k", lw=0.8, ls=":",
+    ax.axhline(100 * allowed_loss(baseline["test_accuracy"], bound), color="k", lw=0.8, ls=":",
                label=f"bound ({bound:.0%} of baseline)")
     ks = v.column("k").to_pylist()
     if chosen is not None and chosen in ks:
@@ -78,7 +78,7 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
                    label=f"chosen on calibration: CR {cr[i]:.2f}, test AL {tal[i]:.2f} pp")
     ax.set_xlabel("compression rate")
     ax.set_ylabel("accuracy loss (pp)")
-    ymax = max(5.0, 300 * (1 - bound) * baseline["test_accuracy"])
+    ymax = max(5.0, 300 * allowed_loss(baseline["test_accuracy"], bound))
     ax.set_ylim(min(-0.5, float(np.min(tal)) - 0.2) if len(tal) else -0.5, ymax)
     ax.set_title(title)
     _finish(fig, ax, path)
