@@ -92,8 +92,11 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     assert min(surrogate["coef"]) >= 0  # positive: true
     # the stored coefficients reproduce the training fit the file reports
     energy = np.array([r["energy"] for r in read(tiny_run, "layers.parquet")])
-    x = np.hstack([np.array([s["layer_al"] for s in samples]),
-                   np.array([s["layer_inertia"] for s in samples]) / energy])
+    columns = {"layer_al": np.array([s["layer_al"] for s in samples]),
+               "layer_kl": np.array([s["layer_kl"] for s in samples]),
+               "layer_noise": np.array([s["layer_inertia"] for s in samples]) / energy}
+    x = np.hstack([columns[f] for f in surrogate["features"]])
+    assert surrogate["features"] == ["layer_kl", "layer_noise"]  # the default
     y = np.array([s["al"] for s in samples])
     pred = x @ np.array(surrogate["coef"]) + surrogate["intercept"]
     r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
