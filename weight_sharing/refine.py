@@ -18,11 +18,15 @@ from .bound import choose
 from .candidates import CandidateSet
 from .evaluate import evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_json, write_parquet
-from .search import run_search
+from .sample import read_samples
+from .search import FRONT_SCHEMA, run_search
 from .surrogate import candidate_features, design_matrix, fit_surrogate, sample_features
-from .validate import measure_all
+from .validate import SPLIT_COLUMNS, measure_all
 
 log = logging.getLogger(__name__)
+
+# the front's columns plus the calibration measurement of each point (validate does not repeat it)
+REFINED_SCHEMA = pa.schema(list(FRONT_SCHEMA) + [f for f in SPLIT_COLUMNS if f[0].startswith("calib_")])
 
 
 def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, front: pa.Table, baseline: dict,
@@ -41,7 +45,7 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
         new = [p for p in points if tuple(p["choice"]) not in seen]
         measured = measure_all(evaluator, [cands.codebooks_of(p["choice"]) for p in new], f"refine round {r}")
         rows = [{**p, **measurement_columns("calib_", m, base)} for p, m in zip(new, measured)]
-        seen.update({tuple(p["choice"]): p for p in new})
+        seen.update({tuple(r["choice"]): r for r in rows})
         pick = choose(rows, "calib", n, base, bound, confidence) if rows else None
         cr = rows[pick]["cr"] if pick is not None else None
         history.append({"round": r, "measured": len(rows), "r2_heldout": surrogate["r2_heldout"],
@@ -61,7 +65,7 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
                                      feature_names=features, positive=positive)
         front = run_search(cands, surrogate, **search)
     union = sorted(seen.values(), key=lambda p: (p["cr"], p["predicted_al"]))
-    table = pa.Table.from_pylist([{**p, "point": i} for i, p in enumerate(union)], schema=front.schema)
+    table = pa.Table.from_pylist([{**p, "point": i} for i, p in enumerate(union)], schema=REFINED_SCHEMA)
     return table, surrogate, history
 
 
@@ -69,7 +73,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
         surrogate_json: str, front_parquet: str, baseline_json: str, bound: float, confidence: float, rounds: int,
         search: dict, evaluation: dict, out_front: str, out_json: str) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
-    samples = pa.concat_tables([read_parquet(f) for f in sample_files]).sort_by("sample")
+    samples = read_samples(sample_files)
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
     surrogate = read_json(surrogate_json)

@@ -84,6 +84,11 @@ def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
+def read_samples(sample_files: list[str]) -> pa.Table:
+    """All shards as one table, in draw order."""
+    return pa.concat_tables([read_parquet(f) for f in sample_files]).sort_by("sample")
+
+
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
         n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str) -> None:
     """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split."""

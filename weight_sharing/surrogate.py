@@ -122,9 +122,9 @@ def run(*, sample_files: list[str], layers_parquet: str, features: list[str], po
         seed: int, out_json: str, out_png: str, title: str) -> None:
     import logging
 
-    import pyarrow as pa
+    from .sample import read_samples
 
-    samples = pa.concat_tables([read_parquet(f) for f in sample_files]).sort_by("sample")
+    samples = read_samples(sample_files)
     layer_table = read_parquet(layers_parquet).to_pylist()
     layers = [l["name"] for l in layer_table]
     x = design_matrix(features, sample_features(samples, [l["energy"] for l in layer_table]))

@@ -13,6 +13,7 @@ from .bound import meets_bound, selectable
 from .candidates import CandidateSet
 from .evaluate import Evaluator, Measurement, Progress, evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_parquet
+from .models import build_model
 from .pareto import pareto_mask
 
 SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64() if c not in ("broken", "fixed") else pa.int64())
@@ -37,11 +38,13 @@ def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Meas
 
 
 def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: list[str], books: list[dict],
-                   baseline: dict, what: str) -> list[dict]:
-    """The measurement columns of every combination on the calibration, then the test split."""
+                   baseline: dict, what: str, splits=("calib", "test")) -> list[dict]:
+    """The measurement columns of every combination on each split in turn (one split on the device
+    at a time; the model is built once)."""
     rows = [{} for _ in books]
-    for split in ("calib", "test"):
-        ev = evaluator_for(model_cfg, data_npz, split, evaluation, layers=layers)
+    model = build_model(model_cfg)
+    for split in splits:
+        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers)
         for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
             row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
         ev.release()
@@ -73,6 +76,14 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
-    books = [cands.codebooks_of(r["choice"]) for r in front.to_pylist()]
-    measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate")
+    points = front.to_pylist()
+    books = [cands.codebooks_of(r["choice"]) for r in points]
+    calib_columns = [name for name, _ in SPLIT_COLUMNS if name.startswith("calib_")]
+    if points and all(r.get(c) is not None for r in points for c in calib_columns):
+        # refine measured every point on calibration already: only the test split is left
+        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
+                                  splits=("test",))
+        measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
+    else:
+        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate")
     write_parquet(validate_front(front, measured, baseline, bound, confidence), out)
