@@ -16,6 +16,20 @@ def data_input(wildcards):
     return wscfg.network_paths(RESULTS, wildcards.net, config["networks"][wildcards.net])["npz"]
 
 
+def bias_statistics(wildcards):
+    """The calibration statistics, for the stages that apply codebooks when the bias is corrected."""
+    if config["correct"]["bias"]:
+        return [f"{RESULTS}/{wildcards.net}/calibration.safetensors"]
+    return []
+
+
+def sweep_statistics(wildcards):
+    """The calibration statistics, for the sweep when any correction is on (centroid refit needs them too)."""
+    if config["correct"]["bias"] or config["correct"]["centroids"]:
+        return [f"{RESULTS}/{wildcards.net}/calibration.safetensors"]
+    return []
+
+
 def sweep_chunks(net):
     """Sweep jobs of a network: job name -> its layers (a layer's own name at one layer per job)."""
     names, n = [layer["name"] for layer in LAYERS[net]], config["sweep"]["layers_per_job"]
@@ -49,6 +63,8 @@ def stage_benchmarks(wildcards):
     }
     files = []
     for stage in weight_sharing.report.STAGES:
+        if stage == "calibration" and not sweep_statistics(wildcards):
+            continue  # no correction: the stage does not run
         if stage in jobs:
             files += [
                 f"{RESULTS}/{wildcards.net}/benchmarks/{stage}/{job}.tsv" for job in jobs[stage]

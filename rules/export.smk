@@ -5,6 +5,7 @@ rule export:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=bias_statistics,
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         validated=f"{RESULTS}/{{net}}/front_validated.parquet",
@@ -28,6 +29,7 @@ rule export:
         bound=bound,
         confidence=config["select"]["confidence"],
         targets=config["export"]["targets"],
+        correct_bias=config["correct"]["bias"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -5,6 +5,7 @@ rule refine:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=bias_statistics,
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         samples=sample_files,
@@ -29,6 +30,7 @@ rule refine:
         confidence=config["select"]["confidence"],
         rounds=config["refine"]["rounds"],
         search=config["search"],
+        correct_bias=config["correct"]["bias"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

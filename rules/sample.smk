@@ -6,6 +6,7 @@ rule sample:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=bias_statistics,
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
@@ -25,6 +26,7 @@ rule sample:
         n=config["sample"]["n"],
         seed=config["sample"]["seed"],
         shards=config["sample"]["shards"],
+        correct_bias=config["correct"]["bias"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -6,6 +6,7 @@ rule sweep:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=sweep_statistics,
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/sweep/{{chunk}}.parquet",
@@ -23,6 +24,8 @@ rule sweep:
         layers=lambda wc: SWEEP_CHUNKS[wc.net][wc.chunk],
         grid=weight_sharing.sweep.resolve_grid(config["sweep"]),
         max_bins=config["sweep"]["max_bins"],
+        sharing=config["sharing"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

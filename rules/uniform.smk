@@ -5,6 +5,7 @@ rule uniform:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=bias_statistics,
         sweeps=sweep_files,
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
@@ -22,6 +23,7 @@ rule uniform:
     params:
         model=model_cfg,
         k_values=wscfg.uniform_k_values(config),
+        correct_bias=config["correct"]["bias"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

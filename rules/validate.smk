@@ -5,6 +5,7 @@ rule validate:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
+        calibration=bias_statistics,
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         front=f"{RESULTS}/{{net}}/front_refined.parquet",
@@ -24,6 +25,7 @@ rule validate:
         model=model_cfg,
         bound=bound,
         confidence=config["select"]["confidence"],
+        correct_bias=config["correct"]["bias"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

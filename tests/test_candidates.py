@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -36,7 +37,22 @@ def test_candidate_set_indexing():
     cs = CandidateSet(table, [{"name": "a", "weights": 100}, {"name": "b", "weights": 50}])
     assert cs.sizes.tolist() == [2, 1]
     assert cs.gather(cs.k, [1, 0]).tolist() == [4, 8]
-    assert cs.choice_of_ks([4, 8]).tolist() == [1, 0]
-    with pytest.raises(ValueError, match="not a candidate"):
-        cs.choice_of_ks([3, 8])
+    assert cs.check_choice([1, 0]).tolist() == [1, 0]
+    for bad in ([2, 0], [0], [-1, 0]):
+        with pytest.raises(ValueError, match="does not index"):
+            cs.check_choice(bad)
+    # CR from the candidates: (100 + 50) x 32 bits over 100 x 2 + 4 x 32 + 50 x 3 + 8 x 32 bits
+    assert cs.compression_rates(np.array([[1, 0]]))[0] == pytest.approx(150 * 32 / (200 + 128 + 150 + 256))
     assert isinstance(table, pa.Table)
+
+
+def test_grouped_and_tensor_candidates_kept_per_bit_width():
+    rows = [dict(row(4, 0.9), groups=1, kl=0.3), dict(row(4, 0.9), groups=5, kl=0.1),
+            dict(row(3, 0.9), groups=5, kl=0.2), dict(row(8, 0.9), groups=1, kl=0.05)]
+    kept, fallback = select_layer_candidates(rows, 0.9, 0.99, "kl")
+    # 2 bits: tensor K=4 and grouped (K=4 beats K=3 on KL); 3 bits: tensor K=8
+    assert not fallback
+    assert [(r["k"], r["groups"]) for r in kept] == [(4, 1), (4, 5), (8, 1)]
+    # nothing in bound: the largest per-tensor K, never a grouped one
+    kept, fallback = select_layer_candidates([dict(row(4, 0.5), groups=1), dict(row(8, 0.5), groups=5)], 0.9, 0.99)
+    assert fallback and [(r["k"], r["groups"]) for r in kept] == [(4, 1)]

@@ -163,3 +163,36 @@ def test_conda_environment_lists_the_package_dependencies():
     assert sorted(pip) == sorted(d for d in project if not d.startswith("snakemake"))
     assert not any(p.startswith("-e") or p.startswith(".") for p in pip)
     assert "PYTHONPATH=" in (root / "Snakefile").read_text()
+
+
+@pytest.mark.parametrize("sharing,match", [
+    ({"granularity": "grouped_channel", "group": 120}, "sharing.group: 120 is not smaller.*at most 120"),
+    ({"granularity": "grouped_channel", "group": 500}, "sharing.group: 500"),
+    ({"granularity": "per_row"}, "granularity"),
+    ({"group": 0}, "group"),
+])
+def test_bad_sharing_settings(tiny_npz, lenet_checkpoint, sharing, match):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["sharing"].update(sharing)
+    with pytest.raises(ConfigError, match=match):
+        validate_schema(cfg)
+        check_config(cfg)
+
+
+def test_grouped_sharing_accepted_below_the_widest_layer(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["sharing"].update(granularity="grouped_channel", group=119)  # LeNet-5's fc1 has 120 outputs
+    assert len(check_config(cfg)["net"]) == 5
+
+
+@pytest.mark.parametrize("key", ["bias", "centroids"])
+def test_corrections_need_calibration_images(tmp_path, lenet_checkpoint, key):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "no_calib.npz"
+    np.savez(path, x_calib=np.zeros((0, 1, 28, 28), np.uint8), y_calib=np.zeros(0, int),
+             x_test=rng.integers(0, 256, (10, 1, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 10),
+             mean=np.array([0.13]), std=np.array([0.31]))
+    cfg = base_config(path, lenet_checkpoint)
+    cfg["correct"][key] = True
+    with pytest.raises(ConfigError, match="calib.*empty"):
+        check_config(cfg)

@@ -134,7 +134,7 @@ def test_export_reloads_to_the_validated_model(tiny_run):
         original = LeNet5()
         original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
         reference = Evaluator(original, split, device="cpu")
-        reference.apply(cands.codebooks_of(cands.choice_of_ks(r["k"])))
+        reference.apply(cands.codebooks_of(validated[tuple(r["k"])]["choice"]))
         got = Evaluator(model, split, device="cpu").predictions()
         assert torch.equal(reference.predictions(), got)
         assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == validated[tuple(r["k"])][
@@ -196,3 +196,52 @@ def test_bad_config_stops_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "networks.mine.model.checkpoint" in proc.stderr and "missing.pt" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+    cfg = copy.deepcopy(TINY)
+    cfg["sharing"] = {"granularity": "grouped_channel", "group": 120}  # LeNet-5's widest layer has 120 outputs
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "--cores", "1")
+    assert proc.returncode != 0
+    assert "sharing.group: 120" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
+    """Every correction on, grouped codebooks: the run completes, the search may mix per-tensor and grouped
+    codebooks, and each export reloads to exactly what validation measured (bias-corrected, refit values)."""
+    from weight_sharing.calibration import read_statistics
+    from weight_sharing.candidates import CandidateSet
+    from weight_sharing.data import load_split
+    from weight_sharing.evaluate import Evaluator
+    from weight_sharing.export import load_compressed
+    from weight_sharing.models import LeNet5
+
+    cfg = copy.deepcopy(TINY)
+    cfg["sharing"] = {"granularity": "grouped_channel", "group": 5}
+    cfg["correct"] = {"bias": True, "centroids": True}
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    net = tmp_path / "results" / "tiny"
+    sweep = {}
+    for r in read(tmp_path, "sweep/conv2.parquet"):  # 16 channels: 4 codebooks of 5, 5, 5 and 1 channels
+        sweep.setdefault(r["groups"], []).append(r)
+    assert set(sweep) == {1, 4} and all(r["group"] == 5 for r in sweep[4])
+    means = read_statistics(str(net / "calibration.safetensors"), LAYERS, "mean")
+    split = load_split(net / "demo/data.npz", "test")
+    cands = CandidateSet(pq.read_table(net / "candidates.parquet"), read(tmp_path, "layers.parquet"))
+    assert cands.groups.max() > 1
+    validated = {tuple(v["choice"]): v for v in read(tmp_path, "front_validated.parquet")}
+    for v in validated.values():
+        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"], v["groups"]))
+    for r in read(tmp_path, "export.parquet"):
+        model, meta = load_compressed(net / "export" / r["file"])
+        original = LeNet5()
+        original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
+        point = next(v for v in validated.values() if v["k"] == r["k"] and v["cr"] == r["cr"])
+        reference = Evaluator(original, split, device="cpu", bias_means=means)
+        reference.apply(cands.codebooks_of(point["choice"]))
+        got = Evaluator(model, split, device="cpu").predictions()
+        assert torch.equal(reference.predictions(), got)
+        assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == point["test_accuracy"]
+    assert "calibration" in (tmp_path / "results" / "summary.md").read_text()

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .bound import meets_bound
+from .compression import compression_rates, shared_bits
 from .io import read_json, read_parquet, write_parquet
 from .sweep import codebook_from_row, read_sweeps
 
@@ -25,9 +26,11 @@ def select_layer_candidates(rows: list[dict], baseline_accuracy: float, bound: f
                             signal: str = "al") -> tuple[list[dict], bool]:
     """Rows kept for one layer's sweep, and whether the layer fell back to its largest K.
 
-    Per bit-width: among rows with accuracy >= bound * baseline, the lowest
-    ``signal`` (ties: the smaller K, which compresses more). If no row of the
-    layer meets the bound, the layer keeps only its largest K.
+    Per bit-width (and per codebook count, when the sweep has grouped codebooks too:
+    they cost more bits, so both stay for the search to weigh): among rows with
+    accuracy >= bound * baseline, the lowest ``signal`` (ties: the smaller K, which
+    compresses more). If no row of the layer meets the bound, the layer keeps only
+    its largest K (per tensor).
     """
     if not 0 < bound <= 1:
         raise ValueError(f"bound must be in (0, 1], got {bound}")
@@ -35,16 +38,17 @@ def select_layer_candidates(rows: list[dict], baseline_accuracy: float, bound: f
         raise ValueError(f"candidates.signal: {signal!r}; allowed: {', '.join(SIGNALS)}")
     if not rows:
         raise ValueError("empty sweep: no K to choose from")
-    best: dict[int, dict] = {}
+    best: dict[tuple[int, int], dict] = {}
     for r in rows:
         if not meets_bound(r["accuracy"], baseline_accuracy, bound):
             continue
-        cur = best.get(r["bits"])
+        key = (r["bits"], r.get("groups") or 1)
+        cur = best.get(key)
         if cur is None or (r[signal], r["k"]) < (cur[signal], cur["k"]):
-            best[r["bits"]] = r
+            best[key] = r
     if best:
         return [best[b] for b in sorted(best)], False
-    return [max(rows, key=lambda r: r["k"])], True
+    return [max((r for r in rows if (r.get("groups") or 1) == 1), key=lambda r: r["k"])], True
 
 
 def select_candidates(sweeps: dict[str, list[dict]], layer_order: list[str],
@@ -79,17 +83,19 @@ class CandidateSet:
         if empty:
             raise ValueError(f"candidates: no candidate for layers {empty}")
         for p in per_layer:
-            p.sort(key=lambda r: r["k"])
+            p.sort(key=lambda r: (r["k"], r.get("groups") or 1))
         self.codebooks = [[codebook_from_row(r) for r in p] for p in per_layer]
         self.sizes = np.array([len(p) for p in per_layer], dtype=np.int64)
         pad = int(self.sizes.max())
         self.k = np.zeros((len(layers), pad), dtype=np.int64)
+        self.groups = np.ones((len(layers), pad), dtype=np.int64)  # codebooks of each candidate
         self.al = np.zeros((len(layers), pad))
         self.kl = np.zeros((len(layers), pad))
         self.inertia = np.zeros((len(layers), pad))
         for i, p in enumerate(per_layer):
             for j, r in enumerate(p):
                 self.k[i, j], self.al[i, j], self.inertia[i, j] = r["k"], r["al"], r["inertia"]
+                self.groups[i, j] = r.get("groups") or 1
                 self.kl[i, j] = r.get("kl") or 0.0
         self.energy = energy
 
@@ -97,15 +103,21 @@ class CandidateSet:
         """Per-layer values (``self.k``, ``self.al``, ...) of a (N, L) array of candidate indices."""
         return what[np.arange(len(self.layer_names)), np.asarray(choice)]
 
-    def choice_of_ks(self, ks) -> np.ndarray:
-        """Candidate indices of a K vector (every K must be a candidate of its layer)."""
-        out = np.empty(len(ks), dtype=np.int64)
-        for i, k in enumerate(ks):
-            hit = np.nonzero(self.k[i, :self.sizes[i]] == int(k))[0]
-            if len(hit) == 0:
-                raise ValueError(f"K={k} is not a candidate of layer {self.layer_names[i]!r}")
-            out[i] = hit[0]
-        return out
+    def bits(self) -> np.ndarray:
+        """(L, C) bits of each candidate: W x ceil(log2 K) index bits plus G x K float codebook entries."""
+        return shared_bits(self.n_weights[:, None], np.maximum(self.k, 1), self.groups)  # padding: K = 0
+
+    def compression_rates(self, choice) -> np.ndarray:
+        """CR of (N, L) candidate indices (the formula with each candidate's codebook count)."""
+        c = np.asarray(choice, dtype=np.int64)
+        return compression_rates(self.n_weights, self.gather(self.k, c), self.gather(self.groups, c))
+
+    def check_choice(self, choice) -> np.ndarray:
+        """A stored choice vector, checked against the candidates (a table from other candidates fails)."""
+        c = np.asarray(choice, dtype=np.int64)
+        if c.shape != (len(self.layer_names),) or np.any(c < 0) or np.any(c >= self.sizes):
+            raise ValueError(f"choice {c.tolist()} does not index these candidates (sizes {self.sizes.tolist()})")
+        return c
 
     def layer_values(self, choice) -> dict[str, np.ndarray]:
         """Per-layer sweep values of (N, L) candidate indices: what the surrogate's features are made of."""

@@ -177,7 +177,24 @@ def check_config(config: dict) -> dict[str, list[dict]]:
         raise ConfigError(f"evaluation.device: {ev['device']!r}; allowed: auto, cpu, cuda, cuda:N")
     if config["sample"]["shards"] > config["sample"]["n"]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
-    return {net: check_network(config, net) for net in config["networks"]}
+    layers = {net: check_network(config, net) for net in config["networks"]}
+    check_sharing(config["sharing"], layers)
+    return layers
+
+
+def check_sharing(sharing: dict, layers: dict[str, list[dict]]) -> None:
+    """Grouped codebooks need groups smaller than some layer: a group at least as large as every
+    layer's output channels would give one codebook per layer, the per-tensor setting by another name."""
+    group = sharing["group"]
+    if group < 1:
+        raise ConfigError(f"sharing.group: {group}; allowed: an integer >= 1 (output channels per codebook)")
+    if sharing["granularity"] != "grouped_channel":
+        return
+    for net, table in layers.items():
+        widest = max(l["shape"][0] for l in table)
+        if group >= widest:
+            raise ConfigError(f"sharing.group: {group} is not smaller than the output channels of any shared layer of "
+                              f"{net!r} (at most {widest}); allowed: 1..{widest - 1}, or sharing.granularity: tensor")
 
 
 def architecture_layers(config: dict) -> dict[str, list[dict]]:

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .correct import bias_shift
 from .data import Split, load_split
 from .kmeans import Codebook
 from .models import build_model, shared_layers
+from .sharing import shared_weight
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Evaluator:
 
     def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 layers=None, resident: bool | None = None):
+                 layers=None, resident: bool | None = None, bias_means: Mapping[str, np.ndarray] | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"evaluation.precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -83,6 +85,19 @@ class Evaluator:
         # contiguous copies (bucketize wants them; channels_last weights are not)
         self.originals = {n: m.weight.detach().clone(memory_format=torch.contiguous_format)
                           for n, m in self.layers.items()}
+        # bias correction (``correct.bias``): every shared layer gets a bias (zero where it had none,
+        # which changes no output) to which the mean output shift of its codebook is added
+        self.bias_means = None
+        if bias_means is not None:
+            missing = [n for n in self.layers if n not in bias_means]
+            if missing:
+                raise ValueError(f"bias correction: no input statistics for layers {missing}")
+            self.bias_means = {n: torch.as_tensor(np.asarray(bias_means[n]), device=self.device) for n in self.layers}
+            for m in self.layers.values():
+                if m.bias is None:
+                    m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype, device=self.device),
+                                          requires_grad=False)
+            self.original_biases = {n: m.bias.detach().clone() for n, m in self.layers.items()}
         self.forward = torch.compile(model) if compile else model
         self.model = model
         self.host_x = split.x
@@ -155,7 +170,8 @@ class Evaluator:
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-softmax and top-1 of the unmodified model (computed once, with the original weights)."""
         if self._reference is None:
-            current = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+            current = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+                       for n, m in self.layers.items()}
             self.restore()
             logp = None
             pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
@@ -169,7 +185,9 @@ class Evaluator:
 
             self._pass(keep)
             for n, m in self.layers.items():
-                m.weight.copy_(current[n])
+                m.weight.copy_(current[n][0])
+                if current[n][1] is not None:
+                    m.bias.copy_(current[n][1])
             self._reference = (logp, pred)
         return self._reference
 
@@ -197,15 +215,18 @@ class Evaluator:
         """Replace each named layer's weights by its codebook values (others untouched)."""
         for name, cb in codebooks.items():
             orig = self.originals[name]
-            thr = torch.as_tensor(np.asarray(cb.thresholds), dtype=orig.dtype, device=self.device)
-            cent = torch.as_tensor(np.asarray(cb.centroids), dtype=orig.dtype, device=self.device)
-            idx = torch.bucketize(orig, thr, right=True)
-            self.layers[name].weight.copy_(cent[idx])
+            _, shared = shared_weight(orig, cb)
+            self.layers[name].weight.copy_(shared)
+            if self.bias_means is not None:
+                shift = bias_shift(orig, shared, self.bias_means[name])
+                self.layers[name].bias.copy_(self.original_biases[name] + shift.to(orig.dtype))
 
     @torch.no_grad()
     def restore(self, names=None) -> None:
         for name in (self.originals if names is None else names):
             self.layers[name].weight.copy_(self.originals[name])
+            if self.bias_means is not None:
+                self.layers[name].bias.copy_(self.original_biases[name])
 
     @contextlib.contextmanager
     def applied(self, codebooks: Mapping[str, Codebook]):
@@ -216,15 +237,23 @@ class Evaluator:
             self.restore(codebooks.keys())
 
 
-def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation: dict, layers=None) -> Evaluator:
+def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation: dict, layers=None,
+                  bias_statistics: str | None = None) -> Evaluator:
     """An evaluator with the configured engine settings (``evaluation``: the config section),
-    for a built model or a model config."""
+    for a built model or a model config; ``bias_statistics``: the calibration stage's file when
+    the bias is corrected (``correct.bias``), else None."""
     if isinstance(model, dict):
         model = build_model(model)
+    means = None
+    if bias_statistics:
+        from .calibration import read_statistics
+
+        names = [n for n, _ in shared_layers(model, layers)]
+        means = read_statistics(bias_statistics, names, "mean")
     return Evaluator(model, load_split(data_npz, split), batch_size=int(evaluation["batch_size"]),
                      device=evaluation["device"], precision=evaluation["precision"],
                      channels_last=bool(evaluation["channels_last"]), compile=bool(evaluation["compile"]),
-                     layers=layers)
+                     layers=layers, bias_means=means)
 
 
 def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -> dict:

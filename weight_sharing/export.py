@@ -1,17 +1,20 @@
 """Stage export: the chosen points as files of codebooks plus bit-packed indices (safetensors), and the loader.
 
-Layout of a ``.safetensors`` export (format version 2):
-- for each shared layer ``L``: ``L.weight.codebook`` (float32, the shared values) and
-  ``L.weight.indices`` (uint8, the layer's indices packed at ceil(log2 K) bits each,
-  least significant bit first, in the weight's row-major order);
-- every other tensor of the state_dict (biases, normalisation, buffers) as it is;
+Layout of a ``.safetensors`` export (format version 3):
+- for each shared layer ``L``: ``L.weight.codebook`` (float32, the shared values: one row per
+  group of ``group`` output channels for a grouped codebook) and ``L.weight.indices`` (uint8,
+  the layer's indices, each into its channel group's codebook, packed at ceil(log2 K) bits
+  each, least significant bit first, in the weight's row-major order);
+- every other tensor of the state_dict (biases, normalisation, buffers) as it is, with the
+  corrected bias of each shared layer when the bias is corrected (``L.bias``; a layer built
+  without a bias is listed with ``bias_added`` and gets one on loading);
 - metadata (strings): format name and version, the architecture (source, name and
   the constructor kwargs that rebuild the evaluated module tree exactly, see
   ``models.architecture``), each shared layer's shape, K and bit width, the source
   checkpoint's SHA-256, accuracy, CR, and a SHA-256 over all tensor bytes and every
   other metadata field that the loader checks, so a corrupted or edited file is
   refused instead of giving a silently wrong model. Version 1 files (whose hash
-  covered the tensors only) are still read.
+  covered the tensors only) and version 2 files (no groups, no added biases) are still read.
 """
 from __future__ import annotations
 
@@ -31,11 +34,12 @@ from safetensors.numpy import load_file, save_file
 from .bound import choose, loosened, meets_bound
 from .compression import index_bits
 from .io import atomic_path
-from .kmeans import Codebook, assign
+from .kmeans import Codebook
 from .models import create_model, shared_layers
+from .sharing import assign_weight
 
 FORMAT_NAME = "weight-sharing-packed"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PACK_CHUNK = 1 << 16  # values packed per step: bounds the temporary bit array
 CODEBOOK, INDICES = ".weight.codebook", ".weight.indices"
 
@@ -112,32 +116,43 @@ def _payload_hash(tensors: dict[str, np.ndarray], metadata: dict | None = None) 
 
 
 def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], architecture: dict,
-                      path: str | Path, extra_metadata: dict | None = None) -> dict:
+                      path: str | Path, extra_metadata: dict | None = None,
+                      biases: dict[str, np.ndarray] | None = None) -> dict:
     """Write ``model`` with ``codebooks`` applied as a packed safetensors file; return size figures.
 
     ``architecture``: {"source", "arch", "kwargs"} from ``models.architecture``, enough to rebuild the
-    module tree; ``codebooks``: one per shared layer (the others are stored as they are).
+    module tree; ``codebooks``: one per shared layer (the others are stored as they are);
+    ``biases``: the corrected bias of shared layers (bias correction), stored instead of theirs.
     """
     layers = dict(shared_layers(model, list(codebooks)))
+    biases = biases or {}
     tensors: dict[str, np.ndarray] = {}
     shared_meta = []
     index_bytes = codebook_bytes = huffman_total = 0
     for name, module in layers.items():
         cb = codebooks[name]
         w = module.weight.detach().cpu().float().numpy()
-        idx = assign(w.ravel(), cb)
+        idx = assign_weight(w, cb)
         width = index_bits(cb.k)
         packed = pack_bits(idx, width)
         tensors[name + CODEBOOK] = np.asarray(cb.centroids, dtype=np.float32)
         tensors[name + INDICES] = packed
         index_bytes += packed.nbytes
-        codebook_bytes += cb.centroids.astype(np.float32).nbytes
-        huffman_total += math.ceil(huffman_bits(np.bincount(idx, minlength=cb.size)) / 8)
-        shared_meta.append({"name": name, "shape": list(w.shape), "k": int(cb.k), "bits": width,
-                            "codebook_size": int(cb.size)})
+        codebook_bytes += np.asarray(cb.centroids, dtype=np.float32).nbytes
+        per_group = idx.reshape(cb.groups, -1) if cb.group == 0 else idx.reshape(idx.shape[0], -1)
+        rows = np.zeros(len(per_group), dtype=np.int64) if cb.group == 0 else np.arange(len(per_group)) // cb.group
+        huffman_total += sum(math.ceil(huffman_bits(np.bincount(per_group[rows == g].ravel(), minlength=cb.size)) / 8)
+                             for g in range(cb.groups))
+        entry = {"name": name, "shape": list(w.shape), "k": int(cb.k), "bits": width,
+                 "codebook_size": int(cb.size), "group": int(cb.group)}
+        if name in biases:
+            tensors[name + ".bias"] = np.asarray(biases[name], dtype=np.float32)
+            if module.bias is None:
+                entry["bias_added"] = True
+        shared_meta.append(entry)
     shared_keys = {n + ".weight" for n in layers}
     for key, value in model.state_dict().items():
-        if key not in shared_keys:
+        if key not in shared_keys and key not in tensors:
             tensors[key] = value.detach().cpu().numpy()
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
@@ -211,6 +226,14 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
                           "pretrained": False})
     state = {}
     shared = json.loads(meta["shared_layers"])
+    for layer in shared:
+        if layer.get("bias_added"):  # bias correction gave this layer a bias its architecture lacks
+            try:
+                module = model.get_submodule(layer["name"])
+            except AttributeError as exc:
+                raise ExportFormatError(f"{str(path)!r}: shared layer {layer['name']!r} is not in the architecture "
+                                        f"{arch['arch']!r}") from exc
+            module.bias = torch.nn.Parameter(torch.zeros(module.weight.shape[0]), requires_grad=False)
     own = model.state_dict()
     for layer in shared:
         key = layer["name"] + ".weight"
@@ -220,9 +243,18 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
         count = int(np.prod(layer["shape"]))
         codebook = tensors.pop(layer["name"] + CODEBOOK)
         idx = unpack_bits(tensors.pop(layer["name"] + INDICES), layer["bits"], count)
-        if idx.size and idx.max() >= len(codebook):
+        group = int(layer.get("group", 0))
+        if idx.size and idx.max() >= codebook.shape[-1]:
             raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r} has an index beyond its codebook")
-        state[key] = torch.from_numpy(codebook[idx].reshape(layer["shape"]))
+        if group:  # one codebook row per group of ``group`` output channels
+            rows = np.arange(layer["shape"][0]) // group
+            if codebook.ndim != 2 or rows[-1] != len(codebook) - 1:
+                raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r}: codebook of shape {codebook.shape} "
+                                        f"does not fit {layer['shape'][0]} channels in groups of {group}")
+            values = np.take_along_axis(codebook[rows], idx.reshape(layer["shape"][0], -1), axis=1)
+        else:
+            values = codebook[idx]
+        state[key] = torch.from_numpy(values.reshape(layer["shape"]))
     state.update({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -253,7 +285,7 @@ def choose_point(validated: list[dict], baseline: dict, bound: float, target: fl
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, validated_parquet: str,
         baseline_json: str, bound: float, confidence: float, targets: list[float], evaluation: dict,
-        out_files: list[str], out_table: str) -> None:
+        out_files: list[str], out_table: str, bias_statistics: str | None = None) -> None:
     """Write the chosen validated points as packed files; reload each and verify it predicts the same.
 
     The verification compares, on every test image, the predictions of the model
@@ -286,7 +318,8 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     y_test = load_split(data_npz, "test").y
     source = build_model(model_cfg)  # the original weights, read by export_compressed
     # the in-memory compressed model the file must reproduce, built once for all targets
-    in_memory = evaluator_for(copy.deepcopy(source), data_npz, "test", evaluation, layers=cands.layer_names)
+    in_memory = evaluator_for(copy.deepcopy(source), data_npz, "test", evaluation, layers=cands.layer_names,
+                              bias_statistics=bias_statistics)
     arch = architecture(model_cfg)
     source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
     rows = []
@@ -295,13 +328,15 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
         if not met:
             log.warning("export target %.2fx: no validated point within the allowed calibration loss; exporting "
                         "the lowest-loss point (calibration AL %.4f)", target, point["calib_al"])
-        books = cands.codebooks_of(cands.choice_of_ks(point["k"]))
-        meta = {"k": point["k"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
+        books = cands.codebooks_of(cands.check_choice(point["choice"]))
+        meta = {"k": point["k"], "groups": point["groups"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": baseline["test_accuracy"],
                 "source_checkpoint_sha256": source_sha256, "code_version": __version__}
-        sizes = export_compressed(source, books, arch, out, extra_metadata=meta)
-        # verify: the file alone must compute what the in-memory compressed model computes
         in_memory.apply(books)
+        biases = ({n: m.bias.detach().cpu().numpy() for n, m in in_memory.layers.items()}
+                  if bias_statistics else None)  # the corrected biases exactly as validation computed them
+        sizes = export_compressed(source, books, arch, out, extra_metadata=meta, biases=biases)
+        # verify: the file alone must compute what the in-memory compressed model computes
         expected = in_memory.predictions().cpu()
         reloaded_model, _ = load_compressed(out)
         reloaded = evaluator_for(reloaded_model, data_npz, "test", evaluation, layers=cands.layer_names)

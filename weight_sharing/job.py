@@ -11,6 +11,15 @@ import torch
 log = logging.getLogger("weight_sharing")
 
 
+def optional_input(inputs, name: str) -> str | None:
+    """The path of a named rule input that may be absent (an input function returning [] or [path])."""
+    value = getattr(inputs, name, None)
+    if isinstance(value, str):
+        return value or None
+    value = list(value or [])
+    return str(value[0]) if value else None
+
+
 def setup(log_path: str | Path | None = None, threads: int = 1) -> None:
     """Log to the rule's log file and to stderr (errors included); use ``threads`` CPU threads."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]

@@ -37,16 +37,26 @@ class Codebook:
     ``centroids`` (float32) is the value stored for each interval. With fewer
     distinct weights than the requested K, the codebook holds one entry per
     distinct value (``len(centroids) < k``); ``k`` stays the requested count.
+    ``group`` > 0: one codebook per group of ``group`` output channels (2-D arrays,
+    built by ``weight_sharing.sharing.grouped_codebooks``).
     """
 
     k: int
     thresholds: np.ndarray
     centroids: np.ndarray
     inertia: float
+    group: int = 0
 
     @property
     def size(self) -> int:
-        return len(self.centroids)
+        """Entries per codebook (at most ``k``; the same for every group of a grouped codebook)."""
+        return int(np.shape(self.centroids)[-1])
+
+    @property
+    def groups(self) -> int:
+        """Codebooks stored: 1 for the tensor, one per group of ``group`` output channels otherwise
+        (``thresholds``/``centroids`` then have one row per group, see ``weight_sharing.sharing``)."""
+        return 1 if np.ndim(self.centroids) == 1 else int(np.shape(self.centroids)[0])
 
 
 def _bin_starts(uniq: np.ndarray, before: np.ndarray, max_bins: int) -> np.ndarray:

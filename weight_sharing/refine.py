@@ -71,14 +71,15 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, sample_files: list[str],
         surrogate_json: str, front_parquet: str, baseline_json: str, bound: float, confidence: float, rounds: int,
-        search: dict, evaluation: dict, out_front: str, out_json: str) -> None:
+        search: dict, evaluation: dict, out_front: str, out_json: str, bias_statistics: str | None = None) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     samples = read_samples(sample_files)
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
     surrogate = read_json(surrogate_json)
     if rounds > 0:
-        ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names)
+        ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
+                           bias_statistics=bias_statistics)
         front, surrogate, history = refine(ev, cands, samples, surrogate, front, baseline, bound, confidence,
                                            rounds, search)
         ev.release()

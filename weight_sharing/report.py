@@ -14,9 +14,10 @@ from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .sweep import read_sweeps  # noqa: E402
 
 # the timed stages of one network, in workflow order (their Snakemake benchmark files are
-# benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs)
-STAGES = ("prepare", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate", "uniform",
-          "export")
+# benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs; calibration
+# runs only when a correction is on, and counts 0 s otherwise)
+STAGES = ("prepare", "calibration", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate",
+          "uniform", "export")
 
 
 def stage_of(benchmark_file: str) -> str:
@@ -39,10 +40,11 @@ def benchmark_seconds(files: list[str]) -> float:
 
 
 def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
-    """AL vs K of every layer (the per-layer sensitivity the candidates come from)."""
+    """AL vs K of every layer, one codebook per tensor (the per-layer sensitivity the candidates come from)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sweeps = read_sweeps(sweep_files)
     for layer, rows in sweeps.items():
+        rows = [r for r in rows if (r.get("groups") or 1) == 1]
         ax.plot([r["k"] for r in rows], [100 * r["al"] for r in rows], lw=1, label=layer)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (shared values)")

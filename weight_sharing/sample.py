@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 from .candidates import CandidateSet
-from .compression import compression_rates
 from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_parquet
 
@@ -68,7 +67,7 @@ def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np
     """Apply each combination to every shared layer and measure accuracy; one row each."""
     ks = (np.stack([cands.gather(cands.k, c) for c in choices]) if len(choices)
           else np.zeros((0, len(cands.sizes)), np.int64))
-    crs = compression_rates(cands.n_weights, ks) if len(choices) else np.zeros(0)
+    crs = cands.compression_rates(np.asarray(choices)) if len(choices) else np.zeros(0)
     rows = []
     progress = Progress(len(choices), what)
     for i, c in enumerate(choices):
@@ -90,13 +89,16 @@ def read_samples(sample_files: list[str]) -> pa.Table:
 
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
-        n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str) -> None:
-    """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split."""
+        n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str,
+        bias_statistics: str | None = None) -> None:
+    """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split
+    (``bias_statistics``: the calibration stage's file when the bias is corrected)."""
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     choices = draw_combinations(cands.sizes, n, seed)
     start, stop = shard_bounds(len(choices), shards, shard)
     baseline = read_json(baseline_json)
-    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names)
+    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
+                       bias_statistics=bias_statistics)
     t = time.perf_counter()
     table = evaluate_combinations(ev, cands, choices[start:stop], baseline["calib_accuracy"], first_index=start)
     dt = time.perf_counter() - t

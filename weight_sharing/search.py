@@ -20,7 +20,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 
 from .candidates import CandidateSet
-from .compression import FLOAT_BITS, compression_rates
+from .compression import FLOAT_BITS
 from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
 from .surrogate import candidate_features, design_matrix, predict
@@ -40,7 +40,7 @@ class WeightSharingProblem(Problem):
         c = np.asarray(choice, dtype=np.int64)
         x = design_matrix(self.surrogate["features"], candidate_features(self.cands, c))
         al = predict(self.surrogate, x)
-        cr = compression_rates(self.cands.n_weights, self.cands.gather(self.cands.k, c))
+        cr = self.cands.compression_rates(c)
         return al, cr
 
     def _evaluate(self, x, out, *args, **kwargs):
@@ -70,8 +70,8 @@ class ResampleMutation(Mutation):
 
 
 FRONT_SCHEMA = pa.schema([
-    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("choice", pa.list_(pa.int64())),
-    ("predicted_al", pa.float64()), ("cr", pa.float64()),
+    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
+    ("choice", pa.list_(pa.int64())), ("predicted_al", pa.float64()), ("cr", pa.float64()),
 ])
 
 
@@ -97,16 +97,15 @@ def run_nsga2(cands: CandidateSet, surrogate: dict, pop_size: int, generations: 
     keep = pareto_mask(cr, al)
     x, al, cr = x[keep], al[keep], cr[keep]
     order = np.lexsort((al, cr))
-    rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(), "choice": x[j].tolist(),
+    rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(),
+             "groups": cands.gather(cands.groups, x[j]).tolist(), "choice": x[j].tolist(),
              "predicted_al": float(al[j]), "cr": float(cr[j])} for i, j in enumerate(order)]
     return pa.Table.from_pylist(rows, schema=FRONT_SCHEMA)
 
 
 def layer_costs(cands: CandidateSet) -> np.ndarray:
-    """(L, C) bits of each candidate: W x ceil(log2 K) index bits plus K float codebook entries."""
-    k = cands.k.astype(np.float64)
-    bits = np.ceil(np.log2(np.maximum(k, 1)))
-    return cands.n_weights[:, None] * bits + k * FLOAT_BITS
+    """(L, C) bits of each candidate: W x ceil(log2 K) index bits plus G x K float codebook entries."""
+    return cands.bits().astype(np.float64)
 
 
 def layer_losses(cands: CandidateSet, surrogate: dict) -> np.ndarray:
@@ -173,8 +172,9 @@ def run_exact(cands: CandidateSet, surrogate: dict, max_points: int) -> pa.Table
     keep = order[spread(cr[order], max_points)]
     x = choice[keep]
     al = value[keep] + float(surrogate["intercept"])
-    crs = compression_rates(cands.n_weights, cands.gather(cands.k, x))
-    rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(), "choice": x[j].tolist(),
+    crs = cands.compression_rates(x)
+    rows = [{"point": i, "k": cands.gather(cands.k, x[j]).tolist(),
+             "groups": cands.gather(cands.groups, x[j]).tolist(), "choice": x[j].tolist(),
              "predicted_al": float(al[j]), "cr": float(crs[j])} for i, j in enumerate(np.argsort(crs, kind="stable"))]
     return pa.Table.from_pylist(rows, schema=FRONT_SCHEMA)
 

@@ -10,20 +10,25 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from .calibration import read_statistics
 from .compression import index_bits
+from .correct import refit_centroids
 from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_parquet
 from .kmeans import Codebook, kmeans_grid
+from .sharing import grouped_codebooks, layer_group_counts, shared_weight
 
 log = logging.getLogger(__name__)
 
 SWEEP_SCHEMA = pa.schema([
-    ("layer", pa.string()), ("k", pa.int64()), ("bits", pa.int64()), ("codebook_size", pa.int64()),
+    ("layer", pa.string()), ("k", pa.int64()), ("groups", pa.int64()), ("group", pa.int64()), ("bits", pa.int64()),
+    ("codebook_size", pa.int64()),
     ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
     ("changed", pa.float64()), ("broken", pa.int64()), ("fixed", pa.int64()),
     ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
@@ -71,29 +76,44 @@ def layer_grid(grid: list[int], n_weights: int) -> list[int]:
 
 
 def codebook_from_row(row: dict) -> Codebook:
-    return Codebook(k=int(row["k"]), thresholds=np.asarray(row["thresholds"], dtype=np.float64),
-                    centroids=np.asarray(row["centroids"], dtype=np.float32),
-                    inertia=float(row["inertia"]))
+    """The codebook a sweep (or candidates) row stores; a grouped one has one row of values per group."""
+    groups, group = int(row.get("groups") or 1), int(row.get("group") or 0)
+    thr = np.asarray(row["thresholds"], dtype=np.float64)
+    cent = np.asarray(row["centroids"], dtype=np.float32)
+    if group:
+        thr, cent = thr.reshape(groups, -1), cent.reshape(groups, -1)
+    return Codebook(k=int(row["k"]), thresholds=thr, centroids=cent, inertia=float(row["inertia"]), group=group)
 
 
-def cluster_layers(weights: dict[str, np.ndarray], grid: list[int], max_bins: int,
-                   workers: int = 1) -> Iterator[tuple[str, dict[int, Codebook], float]]:
+def layer_codebooks(weight: np.ndarray, grid: list[int], max_bins: int, granularity: str = "tensor",
+                    group: int = 16) -> dict[tuple[int, int], Codebook]:
+    """(codebooks, K) -> the layer's optimal codebook: per tensor, and per group of ``group`` output
+    channels too when ``granularity`` is grouped_channel (see ``sharing.layer_group_counts``)."""
+    ks = layer_grid(grid, weight.size)
+    books = {(1, k): cb for k, cb in kmeans_grid(weight.ravel(), ks, max_bins=max_bins).items()}
+    for groups in layer_group_counts(weight.shape, granularity, group)[1:]:
+        books.update({(groups, k): cb for k, cb in grouped_codebooks(weight, ks, group, max_bins).items()})
+    return books
+
+
+def cluster_layers(weights: dict[str, np.ndarray], grid: list[int], max_bins: int, workers: int = 1,
+                   granularity: str = "tensor",
+                   group: int = 16) -> Iterator[tuple[str, dict[tuple[int, int], Codebook], float]]:
     """Every layer's codebooks for its grid, computed by ``workers`` threads, yielded in input order.
 
     The k-means DP releases the GIL, so the layers cluster in parallel and the
     caller can evaluate one layer on the accelerator while later ones are still
-    clustering. Yields (layer, codebooks by K, clustering seconds of that layer).
+    clustering. Yields (layer, codebooks by (codebooks, K), clustering seconds of that layer).
     """
     if workers < 1:
         raise ValueError(f"cluster_layers: workers must be >= 1, got {workers}")
 
     def one(name: str):
         w = weights[name]
-        ks = layer_grid(grid, w.size)
         t0 = time.perf_counter()
-        books = kmeans_grid(w, ks, max_bins=max_bins)
+        books = layer_codebooks(w, grid, max_bins, granularity, group)
         seconds = time.perf_counter() - t0
-        log.info("%s: %d weights, %d K values clustered in %.2f s", name, w.size, len(ks), seconds)
+        log.info("%s: %d weights, %d codebooks clustered in %.2f s", name, w.size, len(books), seconds)
         return books, seconds
 
     if workers == 1:
@@ -110,27 +130,36 @@ def cluster_layers(weights: dict[str, np.ndarray], grid: list[int], max_bins: in
                 fut.cancel()
 
 
-def sweep_layer(evaluator: Evaluator, layer: str, books: dict[int, Codebook],
-                baseline_accuracy: float) -> pa.Table:
-    """One row per K: the codebook and the network's calibration accuracy with only this layer shared."""
+def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], Codebook],
+                baseline_accuracy: float, refit: tuple[np.ndarray, np.ndarray | None] | None = None) -> pa.Table:
+    """One row per codebook: the codebook and the network's calibration accuracy with only this layer shared.
+
+    ``refit``: (input second moment, input mean or None) of the layer: the codebook values are
+    refit to its output first (``correct.centroids``; the mean is given when the bias is corrected too).
+    """
     rows = []
     progress = Progress(len(books), f"sweep {layer}")
-    for i, k in enumerate(sorted(books)):
-        cb = books[k]
+    original = evaluator.originals[layer]
+    for i, (groups, k) in enumerate(sorted(books, key=lambda key: (key[1], key[0]))):
+        cb = books[groups, k]
         t = time.perf_counter()
+        if refit is not None:
+            cb = refit_centroids(original, cb, refit[0], refit[1], device=evaluator.device)
+            _, shared = shared_weight(original, cb)  # the weight error of the refit values
+            cb = replace(cb, inertia=float(((original - shared).double() ** 2).sum()))
         with evaluator.applied({layer: cb}):
             m = evaluator.measure()
-        rows.append({"layer": layer, "k": k, "bits": index_bits(k), "codebook_size": cb.size,
-                     "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
-                     "thresholds": cb.thresholds.tolist(), "centroids": cb.centroids.tolist(),
+        rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
+                     "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
+                     "thresholds": np.ravel(cb.thresholds).tolist(), "centroids": np.ravel(cb.centroids).tolist(),
                      "seconds": time.perf_counter() - t})
         progress.step(i + 1)
     return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA)
 
 
 def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], baseline_accuracy: float,
-                 max_bins: int, workers: int = 1,
-                 overlap: bool | None = None) -> tuple[pa.Table, dict[str, float], float]:
+                 max_bins: int, workers: int = 1, overlap: bool | None = None, granularity: str = "tensor",
+                 group: int = 16, refit: dict | None = None) -> tuple[pa.Table, dict[str, float], float]:
     """Sweep several layers, clustering them on ``workers`` threads.
 
     On an accelerator the clustering overlaps the evaluations (layer i is
@@ -143,10 +172,10 @@ def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], basel
     unknown = [l for l in layers if l not in evaluator.originals]
     if unknown:
         raise ValueError(f"sweep: layers {unknown} are not shared layers of the model")
-    weights = {l: evaluator.originals[l].detach().cpu().numpy().ravel() for l in layers}
+    weights = {l: evaluator.originals[l].detach().cpu().numpy() for l in layers}
     tables, cluster_s = [], {}
     t = time.perf_counter()
-    clustered = cluster_layers(weights, grid, max_bins, workers)
+    clustered = cluster_layers(weights, grid, max_bins, workers, granularity, group)
     if overlap is None:
         overlap = evaluator.device.type != "cpu"
     if not overlap:
@@ -159,7 +188,8 @@ def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], basel
         if item is None:
             break
         layer, books, cluster_s[layer] = item
-        tables.append(sweep_layer(evaluator, layer, books, baseline_accuracy))
+        tables.append(sweep_layer(evaluator, layer, books, baseline_accuracy,
+                                  None if refit is None else refit[layer]))
     return pa.concat_tables(tables), cluster_s, waited
 
 
@@ -177,11 +207,28 @@ def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:
 
 
 def run(*, model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str], grid: list[int], max_bins: int,
-        evaluation: dict, out: str, workers: int = 1) -> None:
-    """Sweep one job's layers (one layer by default) into one file; ``workers`` threads cluster them."""
+        evaluation: dict, out: str, workers: int = 1, sharing: dict | None = None, correct: dict | None = None,
+        calibration: str | None = None) -> None:
+    """Sweep one job's layers (one layer by default) into one file; ``workers`` threads cluster them.
+
+    ``sharing``/``correct``: the config sections; ``calibration``: the calibration stage's
+    statistics file, needed when a correction is on.
+    """
+    sharing = sharing or {"granularity": "tensor", "group": 16}
+    correct = correct or {"bias": False, "centroids": False}
+    if (correct["bias"] or correct["centroids"]) and not calibration:
+        raise ValueError("sweep: correct.bias / correct.centroids need the calibration statistics file")
     baseline = read_json(baseline_json)
-    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=layers)
-    table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers)
+    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=layers,
+                       bias_statistics=calibration if correct["bias"] else None)
+    refit = None
+    if correct["centroids"]:
+        moments = read_statistics(calibration, layers, "second")
+        means = read_statistics(calibration, layers, "mean") if correct["bias"] else {}
+        refit = {l: (moments[l], means.get(l)) for l in layers}
+    table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers,
+                                            granularity=sharing["granularity"], group=int(sharing["group"]),
+                                            refit=refit)
     log.info("clustering %.1f s in all on %d thread(s); the evaluation waited %.1f s for it",
              sum(cluster_s.values()), workers, waited)
     write_parquet(table, out, metadata={"cluster_seconds": cluster_s, "max_bins": max_bins})

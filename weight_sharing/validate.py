@@ -19,7 +19,8 @@ from .pareto import pareto_mask
 SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64() if c not in ("broken", "fixed") else pa.int64())
                  for split in ("calib", "test") for c in ("accuracy", "al", "kl", "changed", "broken", "fixed")]
 VALIDATED_SCHEMA = pa.schema([
-    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
+    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
+    ("choice", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
     *SPLIT_COLUMNS, ("on_front", pa.bool_()), ("calib_within_bound", pa.bool_()),
     ("test_within_bound", pa.bool_()),
 ])
@@ -38,13 +39,14 @@ def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Meas
 
 
 def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: list[str], books: list[dict],
-                   baseline: dict, what: str, splits=("calib", "test")) -> list[dict]:
+                   baseline: dict, what: str, splits=("calib", "test"),
+                   bias_statistics: str | None = None) -> list[dict]:
     """The measurement columns of every combination on each split in turn (one split on the device
     at a time; the model is built once)."""
     rows = [{} for _ in books]
     model = build_model(model_cfg)
     for split in splits:
-        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers)
+        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers, bias_statistics=bias_statistics)
         for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
             row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
         ev.release()
@@ -59,7 +61,8 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
     ``confidence``); ``test_within_bound``: its test accuracy meets the bound (reported, never
     used to choose); ``on_front``: the Pareto set on the test split (for the plot).
     """
-    rows = [{"point": r["point"], "k": r["k"], "cr": r["cr"], "predicted_al": r["predicted_al"], **m}
+    rows = [{"point": r["point"], "k": r["k"], "groups": r.get("groups") or [1] * len(r["k"]), "choice": r["choice"],
+             "cr": r["cr"], "predicted_al": r["predicted_al"], **m}
             for r, m in zip(front.to_pylist(), measured)]
     if rows:
         mask = pareto_mask([r["cr"] for r in rows], [r["test_al"] for r in rows])
@@ -72,7 +75,8 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
 
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, front_parquet: str,
-        baseline_json: str, bound: float, confidence: float, evaluation: dict, out: str) -> None:
+        baseline_json: str, bound: float, confidence: float, evaluation: dict, out: str,
+        bias_statistics: str | None = None) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
@@ -82,8 +86,9 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     if points and all(r.get(c) is not None for r in points for c in calib_columns):
         # refine measured every point on calibration already: only the test split is left
         measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  splits=("test",))
+                                  splits=("test",), bias_statistics=bias_statistics)
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
-        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate")
+        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
+                                  bias_statistics=bias_statistics)
     write_parquet(validate_front(front, measured, baseline, bound, confidence), out)

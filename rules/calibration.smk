@@ -1,0 +1,27 @@
+# Input statistics of every shared layer on the calibration images, for the corrections
+# (correct.bias, correct.centroids); not run when both are off.
+
+
+rule calibration:
+    input:
+        checkpoint=checkpoint_input,
+        data=data_input,
+        layers=f"{RESULTS}/{{net}}/layers.parquet",
+    output:
+        f"{RESULTS}/{{net}}/calibration.safetensors",
+    log:
+        f"{RESULTS}/{{net}}/logs/calibration.log",
+    benchmark:
+        f"{RESULTS}/{{net}}/benchmarks/calibration.tsv"
+    conda:
+        "../envs/weight_sharing.yaml"
+    threads: THREADS
+    resources:
+        **EVAL_RESOURCES,
+    params:
+        model=model_cfg,
+        second_moment=config["correct"]["centroids"],
+        evaluation=EVALUATION,
+        code_version=CODE_VERSION,
+    script:
+        "../workflow_scripts/calibration.py"

@@ -1,0 +1,227 @@
+"""Grouped-channel codebooks, bias correction and data-aware centroids: the math against direct
+computations, and the round trip through export and load."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from weight_sharing.compression import compression_rate
+from weight_sharing.correct import LayerStatistics, bias_shift, gather_statistics, output_error, refit_centroids
+from weight_sharing.data import Split
+from weight_sharing.evaluate import Evaluator
+from weight_sharing.export import export_compressed, load_compressed
+from weight_sharing.kmeans import kmeans_grid
+from weight_sharing.models import create_model, shared_layers
+from weight_sharing.sharing import assign_weight, codebook_values, grouped_codebooks, layer_group_counts, shared_weight
+
+
+def test_cr_with_grouped_codebooks_by_hand():
+    # the seed's example is unchanged with one codebook per layer
+    assert round(compression_rate([25], [5], [1]), 2) == 3.40
+    # layer a: 1,000 weights at K = 4 in 3 codebooks; layer b: 200 weights at K = 16, 1 codebook
+    bits = 1000 * 2 + 3 * 4 * 32 + 200 * 4 + 1 * 16 * 32
+    assert compression_rate([1000, 200], [4, 16], [3, 1]) == pytest.approx(1200 * 32 / bits)
+
+
+def test_grouped_codebooks_uneven_last_group():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(10, 3, 3, 3)).astype(np.float32)
+    w[8:] = np.round(w[8:])  # the last group (2 channels) has few distinct values: padded codebook
+    books = grouped_codebooks(w, [4, 16], group=4, max_bins=1 << 16)
+    for k, cb in books.items():
+        assert cb.groups == 3 and cb.group == 4 and cb.centroids.shape[0] == 3
+        idx = assign_weight(w, cb)
+        shared = codebook_values(idx, cb)
+        # each group is the optimal k-means of that group's weights alone
+        for g, rows in enumerate((slice(0, 4), slice(4, 8), slice(8, 10))):
+            alone = kmeans_grid(w[rows].ravel(), [k])[k]
+            assert np.sum((w[rows] - shared[rows]) ** 2) == pytest.approx(alone.inertia, rel=1e-5, abs=1e-7)
+            assert len(np.unique(shared[rows])) <= k
+        # the torch path (evaluation) gives the same indices and values as the numpy path (export)
+        t_idx, t_shared = shared_weight(torch.from_numpy(w), cb)
+        assert np.array_equal(t_idx.numpy(), idx) and np.array_equal(t_shared.numpy(), shared)
+    assert layer_group_counts((10, 3, 3, 3), "grouped_channel", 4) == [1, 3]
+    assert layer_group_counts((4, 3), "grouped_channel", 4) == [1]  # one group: per tensor only
+    assert layer_group_counts((10, 3), "tensor", 4) == [1]
+
+
+@pytest.mark.parametrize("conv", [
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=8, kernel_size=3, stride=2, padding=1, groups=2, bias=False),
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=4),  # depthwise
+    dict(in_channels=4, out_channels=5, kernel_size=(1, 3), padding="same", padding_mode="reflect"),
+])
+def test_statistics_give_the_mean_output_of_a_convolution(conv):
+    torch.manual_seed(0)
+    layer = nn.Conv2d(**conv).eval()
+    x = torch.randn(7, 4, 9, 9) + 0.3
+    stats = LayerStatistics(second_moment=True)
+    stats.add(layer, x)
+    t = stats.tensors()
+    with torch.no_grad():
+        out = layer(x)
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels)
+        # E[out_c] - b_c = W_c . E[x]: the same as a bias shift of the whole weight
+        mean_out = out.mean((0, 2, 3)).double() - bias.double()
+        assert torch.allclose(bias_shift(layer.weight, torch.zeros_like(layer.weight), torch.from_numpy(t["mean"])),
+                              mean_out, atol=1e-5)
+        # second moment: E[out_c^2] of the bias-free output = w_c^T S w_c
+        sq = ((out - bias[None, :, None, None]) ** 2).mean((0, 2, 3)).double()
+        w = layer.weight.double().reshape(layer.out_channels, -1)
+        s = torch.from_numpy(t["second"])[torch.arange(layer.out_channels) // (layer.out_channels // s_groups(t))]
+        assert torch.allclose(torch.einsum("ri,rij,rj->r", w, s, w), sq, rtol=1e-4, atol=1e-6)
+
+
+def s_groups(t):
+    return t["second"].shape[0]
+
+
+def test_timm_same_padding_statistics():
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    layer = Conv2dSame(3, 5, 3, stride=2).eval()
+    x = torch.randn(4, 3, 10, 10)
+    stats = LayerStatistics(second_moment=False)
+    stats.add(layer, x)
+    with torch.no_grad():
+        mean_out = layer(x).mean((0, 2, 3)).double() - layer.bias.double()
+        shift = bias_shift(layer.weight, torch.zeros_like(layer.weight), torch.from_numpy(stats.tensors()["mean"]))
+    assert torch.allclose(shift, mean_out, atol=1e-5)
+
+
+def direct_refit(w, idx, x_rows, k):
+    """Least squares over the layer's outputs on the sample rows themselves: sum_r ||X w_r - X A_r c||^2."""
+    out = w.shape[0]
+    design = np.concatenate([x_rows @ np.eye(k)[idx[r]] for r in range(out)])  # (out * n, k)
+    target = np.concatenate([x_rows @ w[r] for r in range(out)])
+    return np.linalg.lstsq(design, target, rcond=None)[0]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_refit_centroids_is_the_least_squares_optimum(grouped):
+    rng = np.random.default_rng(1)
+    layer = nn.Linear(6, 5, bias=False)
+    w = rng.normal(size=(5, 6)).astype(np.float32)
+    x = (rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6)) + 0.5).astype(np.float32)  # correlated inputs
+    stats = LayerStatistics(second_moment=True)
+    stats.add(layer, torch.from_numpy(x))
+    t = stats.tensors()
+    cb = grouped_codebooks(w, [3], 2, 1 << 16)[3] if grouped else kmeans_grid(w.ravel(), [3])[3]
+    refit = refit_centroids(w, cb, t["second"])
+    idx = assign_weight(w, cb)
+    assert np.array_equal(assign_weight(w, refit), idx)  # the assignment is kept
+    before = output_error(w, codebook_values(idx, cb), t["second"])
+    after = output_error(w, codebook_values(idx, refit), t["second"])
+    assert after < before
+    rows = np.arange(5) // 2 if grouped else np.zeros(5, int)
+    for g in range(cb.groups):
+        sel = rows == g
+        expected = direct_refit(w[sel].astype(np.float64), idx[sel], x.astype(np.float64), cb.size)
+        got = refit.centroids[g] if grouped else refit.centroids
+        assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # with the bias corrected too, the fit is on the covariance: the mean error is the bias's job
+    centred = refit_centroids(w, cb, t["second"], t["mean"])
+    xc = (x - x.mean(0)).astype(np.float64)
+    for g in range(cb.groups):
+        sel = rows == g
+        expected = direct_refit(w[sel].astype(np.float64), idx[sel], xc, cb.size)
+        got = centred.centroids[g] if grouped else centred.centroids
+        assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def digits_split(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return Split(x=rng.integers(0, 256, (n, 1, 32, 32), dtype=np.uint8), y=rng.integers(0, 10, n),
+                 mean=np.full(1, 0.5, np.float32), std=np.full(1, 0.25, np.float32))
+
+
+def test_bias_correction_keeps_the_first_layer_mean_output():
+    torch.manual_seed(0)
+    model = create_model({"source": "builtin", "arch": "lenet5"}).eval()
+    split = Split(x=digits_split().x[:, :, 2:30, 2:30].copy(), y=digits_split().y, mean=np.full(1, 0.5, np.float32),
+                  std=np.full(1, 0.25, np.float32))
+    names = [n for n, _ in shared_layers(model)]
+    stats = gather_statistics(Evaluator(model, split, device="cpu"), second_moment=False)
+    ev = Evaluator(model, split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()})
+    conv1 = ev.layers["conv1"]
+    outputs = []
+    hook = conv1.register_forward_hook(lambda m, a, o: outputs.append(o.mean((0, 2, 3))))
+    ev.predictions()
+    books = {n: kmeans_grid(ev.originals[n].numpy().ravel(), [2])[2] for n in names}
+    with ev.applied(books):
+        ev.predictions()
+    hook.remove()
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)  # the shift is corrected exactly
+    plain = Evaluator(create_model({"source": "builtin", "arch": "lenet5"}).eval(), split, device="cpu")
+    plain.model.load_state_dict(model.state_dict())
+    assert ev.measure().kl < 1e-12  # restored: the unmodified network
+    with plain.applied(books):
+        kl_plain = plain.measure().kl
+    with ev.applied(books):
+        kl_corrected = ev.measure().kl
+    assert kl_corrected != kl_plain
+
+
+def test_grouped_and_bias_corrected_export_roundtrip(tmp_path):
+    """Grouped codebooks on depthwise, pointwise and Linear layers (channel counts not multiples of the
+    group), bias correction on layers built without a bias, refit values: the file alone reproduces the
+    evaluated model's predictions and weights."""
+    arch = {"source": "timm", "arch": "mobilenetv3_small_050", "kwargs": {"in_chans": 1, "num_classes": 10}}
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    split = digits_split()
+    layers = shared_layers(model)
+    kinds = {n: (m.groups > 1 if isinstance(m, nn.Conv2d) else "linear") for n, m in layers}
+    assert True in kinds.values() and "linear" in kinds.values()  # depthwise and Linear layers are there
+    stats = gather_statistics(Evaluator(model, split, device="cpu"), second_moment=True)
+    ev = Evaluator(copy.deepcopy(model), split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()})
+    group = 5
+    books, uneven = {}, 0
+    for i, (name, m) in enumerate(layers):
+        w = ev.originals[name].numpy()
+        k = 4 if i % 2 else 16
+        grouped = w.shape[0] > group and i % 3  # every third layer keeps one codebook
+        cb = grouped_codebooks(w, [k], group, 1 << 16)[k] if grouped else kmeans_grid(w.ravel(), [k])[k]
+        uneven += bool(cb.group and w.shape[0] % group)
+        books[name] = refit_centroids(w, cb, stats[name]["second"], stats[name]["mean"])
+    assert uneven > 0
+    ev.apply(books)
+    expected = ev.predictions()
+    logits = ev.model(torch.zeros(1, 1, 32, 32))
+    biases = {n: m.bias.detach().numpy() for n, m in ev.layers.items()}
+    path = tmp_path / "m.safetensors"
+    export_compressed(model, books, arch, path, biases=biases)
+    loaded, meta = load_compressed(path)
+    assert any(l.get("bias_added") for l in meta["shared_layers"])
+    assert {l["group"] for l in meta["shared_layers"]} == {0, group}
+    for (name, m), (_, m2) in zip(shared_layers(ev.model), shared_layers(loaded)):
+        assert torch.equal(m.weight, m2.weight) and torch.equal(m.bias, m2.bias), name
+    assert torch.equal(Evaluator(loaded, split, device="cpu").predictions(), expected)
+    assert torch.equal(loaded(torch.zeros(1, 1, 32, 32)), logits)
+    # the stored index stream holds ceil(log2 K) bits per weight, whatever the grouping
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    for name, m in layers:
+        assert tensors[name + ".weight.indices"].nbytes == -(-m.weight.numel() * (2 if books[name].k == 4 else 4) // 8)
+        assert tensors[name + ".weight.codebook"].shape[0] == (books[name].groups if books[name].group else
+                                                               tensors[name + ".weight.codebook"].shape[0])
+
+
+def test_shared_weight_depthwise_matches_conv():
+    """A grouped codebook applied to a depthwise layer computes what a convolution with those weights does."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, 3, groups=6, padding=1, bias=False)
+    cb = grouped_codebooks(conv.weight.detach().numpy(), [2], 4, 1 << 16)[2]
+    _, shared = shared_weight(conv.weight.detach(), cb)
+    x = torch.randn(2, 6, 5, 5)
+    for c in range(6):
+        assert len(torch.unique(shared[(c // 4) * 4:(c // 4 + 1) * 4])) <= 2
+    assert torch.allclose(F.conv2d(x, shared, padding=1, groups=6),
+                          F.conv2d(x, torch.from_numpy(codebook_values(assign_weight(conv.weight.detach().numpy(), cb),
+                                                                       cb)), padding=1, groups=6))

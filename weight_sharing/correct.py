@@ -1,0 +1,172 @@
+"""Corrections of a shared layer computed from its inputs on the calibration images, without retraining.
+
+Statistics (gathered once per network by the ``statistics`` stage, one pass with hooks on the
+unmodified network): for every shared layer, the mean and the second moment of the vectors the
+layer multiplies by its weight rows: the input features of a Linear layer, the receptive-field
+patches (as ``F.unfold`` lays them out, padding included) of a convolution, per convolution group.
+
+- Bias correction: sharing moves output channel c by (W - W_shared)[c] . x on average
+  (W - W_shared)[c] . E[x]; that amount is added to the channel's bias, so the layer's mean
+  output is the unshared layer's (a layer without a bias gets one).
+- Data-aware centroids: for the k-means assignment fixed, the K codebook values that minimise
+  the layer's output error sum_r (w_r - A_r c)^T S (w_r - A_r c) over its weight rows r (A_r: the
+  row's one-hot assignment, S: the input second moment, or the input covariance when the bias is
+  corrected too, since the correction removes the mean error): the K x K normal equations
+  (sum_r A_r^T S A_r) c = sum_r A_r^T S w_r.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kmeans import Codebook
+from .sharing import row_groups, shared_weight
+
+UNFOLD_CHUNK = 1 << 24  # unfolded elements per step when gathering convolution statistics
+
+
+def conv_input(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The input as the convolution sees it (explicit padding applied) and the padding left to unfold."""
+    if type(module).__name__ == "Conv2dSame":  # timm's TensorFlow-style 'SAME' padding, applied in forward
+        from timm.layers import pad_same
+
+        return pad_same(x, module.weight.shape[-2:], module.stride, module.dilation), (0, 0)
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":  # 'same'/'valid', or not zero-padded
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        return F.pad(x, module._reversed_padding_repeated_twice, mode=mode), (0, 0)
+    return x, tuple(module.padding)
+
+
+def input_rows(module: nn.Module, x: torch.Tensor):
+    """Chunks of (samples, groups, d_g) input vectors of a layer's weight rows (d_g: weights per row)."""
+    if isinstance(module, nn.Linear):
+        yield x.reshape(-1, 1, x.shape[-1])
+        return
+    if not isinstance(module, nn.Conv2d):
+        raise TypeError(f"statistics: {type(module).__name__} is neither Conv2d nor Linear")
+    x, padding = conv_input(module, x)
+    d = module.in_channels * math.prod(module.kernel_size)
+    out_positions = max(1, x[0, 0].numel())  # an upper bound on unfolded positions per image
+    step = max(1, UNFOLD_CHUNK // (d * out_positions))
+    for i in range(0, len(x), step):
+        cols = F.unfold(x[i:i + step], module.kernel_size, dilation=module.dilation, padding=padding,
+                        stride=module.stride)  # (n, d, L)
+        yield cols.transpose(1, 2).reshape(-1, module.groups, d // module.groups)
+
+
+class LayerStatistics:
+    """Running sums of a layer's input rows: count, sum and (optionally) sum of outer products per group."""
+
+    def __init__(self, second_moment: bool):
+        self.second_moment = second_moment
+        self.count = 0
+        self.sum = self.outer = None
+
+    def add(self, module: nn.Module, x: torch.Tensor) -> None:
+        for rows in input_rows(module, x.detach().float()):
+            r = rows.double()
+            s = r.sum(0)
+            self.sum = s if self.sum is None else self.sum + s
+            if self.second_moment:
+                o = torch.einsum("ngi,ngj->gij", r, r)
+                self.outer = o if self.outer is None else self.outer + o
+            self.count += len(rows)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """``mean`` (G, d_g) and, if gathered, ``second`` (G, d_g, d_g) as float64 arrays."""
+        out = {"mean": (self.sum / self.count).cpu().numpy()}
+        if self.second_moment:
+            out["second"] = (self.outer / self.count).cpu().numpy()
+        return out
+
+
+@torch.no_grad()
+def gather_statistics(evaluator, second_moment: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Per shared layer of ``evaluator`` (unmodified weights), the input statistics on its split."""
+    evaluator.restore()
+    stats = {name: LayerStatistics(second_moment) for name in evaluator.layers}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, s=stats[name]: s.add(mod, args[0]))
+             for name, m in evaluator.layers.items()]
+    try:
+        evaluator.predictions()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: s.tensors() for name, s in stats.items()}
+
+
+def bias_shift(original: torch.Tensor, shared: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Per output channel, the mean output change (W - W_shared)[c] . E[x] (``mean``: (G, d_g))."""
+    out = original.shape[0]
+    delta = (original - shared).reshape(out, -1).double()
+    per_group = out // mean.shape[0]
+    return (delta * mean.double().repeat_interleave(per_group, dim=0)).sum(1)
+
+
+def _weighted_rows(moment: np.ndarray, mean: np.ndarray | None, device) -> torch.Tensor:
+    """(G, d, d) second moment, centred (the covariance) when ``mean`` is given."""
+    s = torch.as_tensor(moment, dtype=torch.float64, device=device)
+    if mean is not None:
+        m = torch.as_tensor(mean, dtype=torch.float64, device=device)
+        s = s - m[:, :, None] * m[:, None, :]
+    return s
+
+
+ROW_BATCH_ELEMENTS = 1 << 24  # one-hot assignment elements per step of the normal equations
+
+
+def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, moment: np.ndarray,
+                    mean: np.ndarray | None = None, device: str | torch.device = "cpu") -> Codebook:
+    """The codebook with its values refit to the layer's output on the calibration inputs.
+
+    ``weight``: the layer's original weights (out, ...); ``moment``: (G_conv, d_g, d_g) input
+    second moment per convolution group; ``mean``: given when the bias is corrected too (then the
+    fit is on the covariance). The assignment (thresholds) is kept; a cluster the inputs never
+    excite (a singular system) keeps its k-means value (the fit is a least-norm step from it).
+    """
+    original = weight.to(device) if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight),
+                                                                                          device=device)
+    w = original.double()
+    out = w.shape[0]
+    w2 = w.reshape(out, -1)
+    s = _weighted_rows(moment, mean, device)
+    conv_groups, d = s.shape[0], s.shape[1]
+    if w2.shape[1] != d or out % conv_groups:
+        raise ValueError(f"refit_centroids: statistics of {conv_groups} x {d} inputs do not fit weights "
+                         f"{tuple(w.shape)}")
+    idx, _ = shared_weight(original, codebook)
+    idx = idx.reshape(out, -1)
+    cb_rows = torch.as_tensor(row_groups(out, codebook), device=device)
+    size, per_group = codebook.size, out // conv_groups
+    h = torch.zeros(codebook.groups, size, size, dtype=torch.float64, device=device)
+    b = torch.zeros(codebook.groups, size, dtype=torch.float64, device=device)
+    step = max(1, ROW_BATCH_ELEMENTS // (d * size))
+    for gc in range(conv_groups):
+        for i in range(gc * per_group, (gc + 1) * per_group, step):
+            r = torch.arange(i, min(i + step, (gc + 1) * per_group), device=device)
+            a = F.one_hot(idx[r], size).double()  # (B, d, K): the rows' assignments
+            sa = torch.matmul(s[gc], a)  # (B, d, K)
+            h.index_add_(0, cb_rows[r], a.transpose(1, 2) @ sa)
+            b.index_add_(0, cb_rows[r], (sa * w2[r][:, :, None]).sum(1))  # A^T S w = (S A)^T w, S symmetric
+    c0 = torch.as_tensor(np.asarray(codebook.centroids, dtype=np.float64).reshape(codebook.groups, size))
+    h, b = h.cpu(), b.cpu()
+    # a least-norm step from the k-means values: clusters the inputs never excite keep them
+    step_c = torch.linalg.lstsq(h, (b - (h @ c0[:, :, None])[:, :, 0])[:, :, None], rcond=1e-10,
+                                driver="gelsd").solution[:, :, 0]
+    cent = (c0 + step_c).float().numpy().reshape(np.shape(codebook.centroids))
+    return replace(codebook, centroids=cent)
+
+
+def output_error(weight: np.ndarray, shared: np.ndarray, moment: np.ndarray, mean: np.ndarray | None = None) -> float:
+    """sum_r (w_r - s_r)^T S (w_r - s_r): the layer's summed squared output error per input (for checks)."""
+    s = _weighted_rows(moment, mean, "cpu")
+    out = weight.shape[0]
+    d = torch.as_tensor((np.asarray(weight, dtype=np.float64) - np.asarray(shared, dtype=np.float64))
+                        .reshape(out, -1))
+    rows = torch.arange(out) // (out // s.shape[0])
+    return float(torch.einsum("ri,rij,rj->", d, s[rows], d))
