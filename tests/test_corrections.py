@@ -225,3 +225,22 @@ def test_shared_weight_depthwise_matches_conv():
     assert torch.allclose(F.conv2d(x, shared, padding=1, groups=6),
                           F.conv2d(x, torch.from_numpy(codebook_values(assign_weight(conv.weight.detach().numpy(), cb),
                                                                        cb)), padding=1, groups=6))
+
+
+def test_refit_by_conjugate_gradients_matches_the_direct_solution(monkeypatch):
+    """Large layers are refit iteratively (the cost does not grow with K): same values as the direct solve."""
+    import weight_sharing.correct as correct
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(12, 4, 3, 3)).astype(np.float32)
+    x = torch.from_numpy((rng.normal(size=(30, 4, 8, 8)) + 0.2).astype(np.float32))
+    stats = LayerStatistics(second_moment=True)
+    stats.add(nn.Conv2d(4, 12, 3, padding=1), x)
+    t = stats.tensors()
+    for cb in (kmeans_grid(w.ravel(), [16])[16], grouped_codebooks(w, [8], 5, 1 << 16)[8]):
+        direct = refit_centroids(w, cb, t["second"], t["mean"])
+        monkeypatch.setattr(correct, "DIRECT_MAX_WORK", 0)
+        iterative = refit_centroids(w, cb, t["second"], t["mean"])
+        monkeypatch.undo()
+        assert np.allclose(iterative.centroids, direct.centroids, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(direct.centroids, cb.centroids, atol=1e-4)  # the refit moved the values

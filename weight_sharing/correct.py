@@ -117,7 +117,22 @@ def _weighted_rows(moment: np.ndarray, mean: np.ndarray | None, device) -> torch
     return s
 
 
-ROW_BATCH_ELEMENTS = 1 << 24  # one-hot assignment elements per step of the normal equations
+ROW_BATCH_ELEMENTS = 1 << 24  # one-hot assignment elements per step of the direct normal equations
+DIRECT_MAX_WORK = 1e9  # multiply-adds (rows x d^2 x K) up to which the normal equations are formed directly
+CG_TOLERANCE, CG_MAX_STEPS = 1e-6, 300
+
+
+def _times_moment(s: torch.Tensor, conv_rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Each row of ``v`` (R, d) times its convolution group's (symmetric) input moment."""
+    if s.shape[0] == 1:
+        return v @ s[0]
+    if v.numel() * s.shape[1] <= ROW_BATCH_ELEMENTS:  # small groups (depthwise): one batched product
+        return torch.bmm(s[conv_rows], v[:, :, None])[:, :, 0]
+    out = torch.empty_like(v)
+    for g in range(s.shape[0]):
+        rows = conv_rows == g
+        out[rows] = v[rows] @ s[g]
+    return out
 
 
 def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, moment: np.ndarray,
@@ -126,40 +141,69 @@ def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, momen
 
     ``weight``: the layer's original weights (out, ...); ``moment``: (G_conv, d_g, d_g) input
     second moment per convolution group; ``mean``: given when the bias is corrected too (then the
-    fit is on the covariance). The assignment (thresholds) is kept; a cluster the inputs never
-    excite (a singular system) keeps its k-means value (the fit is a least-norm step from it).
+    fit is on the covariance). The assignment (thresholds) is kept. Small layers: the K x K normal
+    equations are formed and solved (least norm: a cluster the inputs never excite keeps its
+    k-means value); larger ones: conjugate gradients from the k-means values (to a relative
+    residual of 1e-6), each step one product of the weight rows with the input moment, so the
+    cost does not grow with K.
     """
     original = weight.to(device) if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight),
                                                                                           device=device)
-    w = original.double()
-    out = w.shape[0]
-    w2 = w.reshape(out, -1)
+    out = original.shape[0]
+    w2 = original.reshape(out, -1).double()
     s = _weighted_rows(moment, mean, device)
     conv_groups, d = s.shape[0], s.shape[1]
     if w2.shape[1] != d or out % conv_groups:
         raise ValueError(f"refit_centroids: statistics of {conv_groups} x {d} inputs do not fit weights "
-                         f"{tuple(w.shape)}")
+                         f"{tuple(original.shape)}")
     idx, _ = shared_weight(original, codebook)
     idx = idx.reshape(out, -1)
     cb_rows = torch.as_tensor(row_groups(out, codebook), device=device)
-    size, per_group = codebook.size, out // conv_groups
-    h = torch.zeros(codebook.groups, size, size, dtype=torch.float64, device=device)
-    b = torch.zeros(codebook.groups, size, dtype=torch.float64, device=device)
-    step = max(1, ROW_BATCH_ELEMENTS // (d * size))
-    for gc in range(conv_groups):
-        for i in range(gc * per_group, (gc + 1) * per_group, step):
-            r = torch.arange(i, min(i + step, (gc + 1) * per_group), device=device)
-            a = F.one_hot(idx[r], size).double()  # (B, d, K): the rows' assignments
-            sa = torch.matmul(s[gc], a)  # (B, d, K)
-            h.index_add_(0, cb_rows[r], a.transpose(1, 2) @ sa)
-            b.index_add_(0, cb_rows[r], (sa * w2[r][:, :, None]).sum(1))  # A^T S w = (S A)^T w, S symmetric
-    c0 = torch.as_tensor(np.asarray(codebook.centroids, dtype=np.float64).reshape(codebook.groups, size))
-    h, b = h.cpu(), b.cpu()
-    # a least-norm step from the k-means values: clusters the inputs never excite keep them
-    step_c = torch.linalg.lstsq(h, (b - (h @ c0[:, :, None])[:, :, 0])[:, :, None], rcond=1e-10,
-                                driver="gelsd").solution[:, :, 0]
-    cent = (c0 + step_c).float().numpy().reshape(np.shape(codebook.centroids))
-    return replace(codebook, centroids=cent)
+    conv_rows = torch.arange(out, device=device) // (out // conv_groups)
+    size, groups = codebook.size, codebook.groups
+    flat = (cb_rows[:, None] * size + idx).ravel()  # each weight's unknown
+
+    s32 = s.float()  # the large products in float32, the sums and the small solve in float64
+
+    def gather_moment(v_rows: torch.Tensor) -> torch.Tensor:
+        """sum_r A_r^T S v_r: the rows' moment products summed into their clusters, (groups, K)."""
+        prod = _times_moment(s32, conv_rows, v_rows.float()).double()
+        return torch.zeros(groups * size, dtype=torch.float64, device=device).index_add_(0, flat, prod.ravel()).view(
+            groups, size)
+
+    b = gather_moment(w2)
+    c0 = torch.as_tensor(np.asarray(codebook.centroids, dtype=np.float64).reshape(groups, size), device=device)
+    if out * d * d * size <= DIRECT_MAX_WORK:
+        h = torch.zeros(groups, size, size, dtype=torch.float64, device=device)
+        step, per_group = max(1, ROW_BATCH_ELEMENTS // (d * size)), out // conv_groups
+        for gc in range(conv_groups):
+            for i in range(gc * per_group, (gc + 1) * per_group, step):
+                r = torch.arange(i, min(i + step, (gc + 1) * per_group), device=device)
+                a = F.one_hot(idx[r], size).double()  # (B, d, K): the rows' assignments
+                h.index_add_(0, cb_rows[r], a.transpose(1, 2) @ torch.matmul(s[gc], a))
+        h, rhs = h.cpu(), (b - (h @ c0[:, :, None])[:, :, 0]).cpu()
+        # a least-norm step from the k-means values: clusters the inputs never excite keep them
+        cent = c0.cpu() + torch.linalg.lstsq(h, rhs[:, :, None], rcond=1e-10, driver="gelsd").solution[:, :, 0]
+    else:
+        def h_times(c):
+            return gather_moment(c[cb_rows[:, None], idx])
+
+        cent, r = c0.clone(), b - h_times(c0)
+        p, rr = r.clone(), float((r * r).sum())
+        stop = CG_TOLERANCE ** 2 * float((b * b).sum())
+        for _ in range(CG_MAX_STEPS):
+            if rr <= stop:
+                break
+            hp = h_times(p)
+            php = float((p * hp).sum())
+            if php <= 0:
+                break  # only directions the inputs never excite are left
+            alpha = rr / php
+            cent += alpha * p
+            r -= alpha * hp
+            rr, rr_old = float((r * r).sum()), rr
+            p = r + (rr / rr_old) * p
+    return replace(codebook, centroids=cent.float().cpu().numpy().reshape(np.shape(codebook.centroids)))
 
 
 def output_error(weight: np.ndarray, shared: np.ndarray, moment: np.ndarray, mean: np.ndarray | None = None) -> float:
@@ -169,4 +213,4 @@ def output_error(weight: np.ndarray, shared: np.ndarray, moment: np.ndarray, mea
     d = torch.as_tensor((np.asarray(weight, dtype=np.float64) - np.asarray(shared, dtype=np.float64))
                         .reshape(out, -1))
     rows = torch.arange(out) // (out // s.shape[0])
-    return float(torch.einsum("ri,rij,rj->", d, s[rows], d))
+    return float((_times_moment(s, rows, d) * d).sum())
