@@ -145,7 +145,8 @@ def runs(named: list[str], bound: float, confidence: float) -> None:
                 b = v[pick["best"]]
                 best = (f"{b['cr']:.2f} ({100 * b['calib_al']:.2f} / {100 * b['test_al']:.2f}) | "
                         f"{'yes' if b['test_within_bound'] else 'no'}")
-            uni = f"{u[pick['uniform']]['cr']:.2f} (K={u[pick['uniform']]['k']})" if pick["uniform"] is not None else "—"
+            uni = (f"{u[pick['uniform']]['cr']:.2f} (K={u[pick['uniform']]['k']})"
+                   if pick["uniform"] is not None else "—")
             gain = (f"{v[pick['best']]['cr'] / u[pick['uniform']]['cr']:.2f}x"
                     if pick["best"] is not None and pick["uniform"] is not None else "—")
             print(f"| {net} | {name} | {best} | {uni} | {gain} | {total:.0f} ({early:.0f}) |")

@@ -29,7 +29,7 @@ rule export:
         bound=bound,
         confidence=config["select"]["confidence"],
         targets=config["export"]["targets"],
-        correct_bias=config["correct"]["bias"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -30,7 +30,7 @@ rule refine:
         confidence=config["select"]["confidence"],
         rounds=config["refine"]["rounds"],
         search=config["search"],
-        correct_bias=config["correct"]["bias"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -26,7 +26,7 @@ rule sample:
         n=config["sample"]["n"],
         seed=config["sample"]["seed"],
         shards=config["sample"]["shards"],
-        correct_bias=config["correct"]["bias"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

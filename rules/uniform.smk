@@ -23,7 +23,7 @@ rule uniform:
     params:
         model=model_cfg,
         k_values=wscfg.uniform_k_values(config),
-        correct_bias=config["correct"]["bias"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

@@ -25,7 +25,7 @@ rule validate:
         model=model_cfg,
         bound=bound,
         confidence=config["select"]["confidence"],
-        correct_bias=config["correct"]["bias"],
+        correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,
     script:

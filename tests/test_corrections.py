@@ -37,7 +37,7 @@ def test_grouped_codebooks_uneven_last_group():
         idx = assign_weight(w, cb)
         shared = codebook_values(idx, cb)
         # each group is the optimal k-means of that group's weights alone
-        for g, rows in enumerate((slice(0, 4), slice(4, 8), slice(8, 10))):
+        for rows in (slice(0, 4), slice(4, 8), slice(8, 10)):
             alone = kmeans_grid(w[rows].ravel(), [k])[k]
             assert np.sum((w[rows] - shared[rows]) ** 2) == pytest.approx(alone.inertia, rel=1e-5, abs=1e-7)
             assert len(np.unique(shared[rows])) <= k
@@ -179,10 +179,12 @@ def test_grouped_and_bias_corrected_export_roundtrip(tmp_path):
     kinds = {n: (m.groups > 1 if isinstance(m, nn.Conv2d) else "linear") for n, m in layers}
     assert True in kinds.values() and "linear" in kinds.values()  # depthwise and Linear layers are there
     stats = gather_statistics(Evaluator(model, split, device="cpu"), second_moment=True)
-    ev = Evaluator(copy.deepcopy(model), split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()})
+    calib = digits_split(seed=1)
+    ev = Evaluator(copy.deepcopy(model), split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()},
+                   batchnorm_split=calib)
     group = 5
     books, uneven = {}, 0
-    for i, (name, m) in enumerate(layers):
+    for i, (name, _) in enumerate(layers):
         w = ev.originals[name].numpy()
         k = 4 if i % 2 else 16
         grouped = w.shape[0] > group and i % 3  # every third layer keeps one codebook
@@ -193,9 +195,10 @@ def test_grouped_and_bias_corrected_export_roundtrip(tmp_path):
     ev.apply(books)
     expected = ev.predictions()
     logits = ev.model(torch.zeros(1, 1, 32, 32))
-    biases = {n: m.bias.detach().numpy() for n, m in ev.layers.items()}
+    overrides = {f"{n}.bias": m.bias.detach().numpy() for n, m in ev.layers.items()}
+    overrides.update({k: v.numpy() for k, v in ev.model.state_dict().items() if "running_" in k})
     path = tmp_path / "m.safetensors"
-    export_compressed(model, books, arch, path, biases=biases)
+    export_compressed(model, books, arch, path, overrides=overrides)
     loaded, meta = load_compressed(path)
     assert any(l.get("bias_added") for l in meta["shared_layers"])
     assert {l["group"] for l in meta["shared_layers"]} == {0, group}
@@ -244,3 +247,27 @@ def test_refit_by_conjugate_gradients_matches_the_direct_solution(monkeypatch):
         monkeypatch.undo()
         assert np.allclose(iterative.centroids, direct.centroids, rtol=1e-4, atol=1e-5)
         assert not np.allclose(direct.centroids, cb.centroids, atol=1e-4)  # the refit moved the values
+
+
+def test_batchnorm_reestimated_on_calibration_images_and_restored():
+    torch.manual_seed(0)
+    model = create_model({"source": "timm", "arch": "resnet10t", "kwargs": {"in_chans": 1, "num_classes": 10}})
+    model.eval()
+    calib, test = digits_split(seed=1), digits_split(seed=2)
+    ev = Evaluator(model, test, device="cpu", batchnorm_split=calib, batch_size=16)
+    bn = ev.batchnorms[0]
+    saved = bn.running_mean.clone()
+    names = [n for n, _ in shared_layers(model)]
+    books = {names[0]: kmeans_grid(ev.originals[names[0]].numpy().ravel(), [2])[2]}
+    captured = []
+    ev.apply(books)
+    # the first BatchNorm's statistics: the cumulative average of its input's batch means on the
+    # calibration images (its input, the shared first convolution's output, is the same in eval mode)
+    hook = bn.register_forward_pre_hook(lambda m, a: captured.append(a[0].mean((0, 2, 3))))
+    Evaluator(ev.model, calib, device="cpu", batch_size=16).predictions()
+    hook.remove()
+    assert len(captured) == 3  # 40 images in batches of 16
+    assert torch.allclose(bn.running_mean, torch.stack(captured).mean(0), atol=1e-6)
+    assert not torch.allclose(bn.running_mean, saved)
+    ev.restore()
+    assert torch.equal(bn.running_mean, saved)

@@ -218,7 +218,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
 
     cfg = copy.deepcopy(TINY)
     cfg["sharing"] = {"granularity": "grouped_channel", "group": 5}
-    cfg["correct"] = {"bias": True, "centroids": True}
+    cfg["correct"] = {"bias": True, "centroids": True, "bn": True}  # bn: LeNet-5 has none, the wiring runs
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -69,7 +69,8 @@ class Evaluator:
 
     def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 layers=None, resident: bool | None = None, bias_means: Mapping[str, np.ndarray] | None = None):
+                 layers=None, resident: bool | None = None, bias_means: Mapping[str, np.ndarray] | None = None,
+                 batchnorm_split: Split | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"evaluation.precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -111,10 +112,47 @@ class Evaluator:
                 self.device)[0]
         self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        # BatchNorm re-estimation (``correct.bn``): after codebooks are applied, the running statistics
+        # of every BatchNorm layer are re-estimated on ``batchnorm_split`` (the calibration images)
+        self.batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and m.track_running_stats] if batchnorm_split is not None else []
+        self._bn_source = None
+        if self.batchnorms:
+            self._bn_source = self if batchnorm_split is split else Evaluator(
+                model, batchnorm_split, batch_size=batch_size, device=device, precision=precision,
+                channels_last=channels_last, layers=layers, resident=resident)
+            self._bn_saved = self._batchnorm_state()
+
+    def _batchnorm_state(self) -> list[tuple[torch.Tensor, ...]]:
+        return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                for m in self.batchnorms]
+
+    @torch.no_grad()
+    def _set_batchnorm_state(self, state) -> None:
+        for m, (mean, var, count) in zip(self.batchnorms, state):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+
+    def _reestimate_batchnorm(self) -> None:
+        """One pass over the calibration images in training mode with a cumulative average (momentum None)."""
+        momenta = [m.momentum for m in self.batchnorms]
+        for m in self.batchnorms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            self._bn_source.predictions()
+        finally:
+            for m, momentum in zip(self.batchnorms, momenta):
+                m.momentum = momentum
+                m.eval()
 
     def release(self) -> None:
         """Free the device memory held for the split and the reference outputs."""
         self.x = self._reference = None
+        if self._bn_source is not None and self._bn_source is not self:
+            self._bn_source.release()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -172,6 +210,7 @@ class Evaluator:
         if self._reference is None:
             current = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                        for n, m in self.layers.items()}
+            current_bn = self._batchnorm_state() if self.batchnorms else None
             self.restore()
             logp = None
             pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
@@ -188,6 +227,8 @@ class Evaluator:
                 m.weight.copy_(current[n][0])
                 if current[n][1] is not None:
                     m.bias.copy_(current[n][1])
+            if current_bn is not None:
+                self._set_batchnorm_state(current_bn)
             self._reference = (logp, pred)
         return self._reference
 
@@ -220,6 +261,8 @@ class Evaluator:
             if self.bias_means is not None:
                 shift = bias_shift(orig, shared, self.bias_means[name])
                 self.layers[name].bias.copy_(self.original_biases[name] + shift.to(orig.dtype))
+        if self.batchnorms and codebooks:
+            self._reestimate_batchnorm()
 
     @torch.no_grad()
     def restore(self, names=None) -> None:
@@ -227,6 +270,8 @@ class Evaluator:
             self.layers[name].weight.copy_(self.originals[name])
             if self.bias_means is not None:
                 self.layers[name].bias.copy_(self.original_biases[name])
+        if self.batchnorms:
+            self._set_batchnorm_state(self._bn_saved)
 
     @contextlib.contextmanager
     def applied(self, codebooks: Mapping[str, Codebook]):
@@ -238,10 +283,11 @@ class Evaluator:
 
 
 def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation: dict, layers=None,
-                  bias_statistics: str | None = None) -> Evaluator:
+                  bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> Evaluator:
     """An evaluator with the configured engine settings (``evaluation``: the config section),
     for a built model or a model config; ``bias_statistics``: the calibration stage's file when
-    the bias is corrected (``correct.bias``), else None."""
+    the bias is corrected (``correct.bias``), else None; ``reestimate_batchnorm``: BatchNorm
+    statistics re-estimated on the calibration split after each combination (``correct.bn``)."""
     if isinstance(model, dict):
         model = build_model(model)
     means = None
@@ -250,10 +296,12 @@ def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation
 
         names = [n for n, _ in shared_layers(model, layers)]
         means = read_statistics(bias_statistics, names, "mean")
-    return Evaluator(model, load_split(data_npz, split), batch_size=int(evaluation["batch_size"]),
+    data = load_split(data_npz, split)
+    calib = (data if split == "calib" else load_split(data_npz, "calib")) if reestimate_batchnorm else None
+    return Evaluator(model, data, batch_size=int(evaluation["batch_size"]),
                      device=evaluation["device"], precision=evaluation["precision"],
                      channels_last=bool(evaluation["channels_last"]), compile=bool(evaluation["compile"]),
-                     layers=layers, bias_means=means)
+                     layers=layers, bias_means=means, batchnorm_split=calib)
 
 
 def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -> dict:

@@ -117,15 +117,16 @@ def _payload_hash(tensors: dict[str, np.ndarray], metadata: dict | None = None) 
 
 def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], architecture: dict,
                       path: str | Path, extra_metadata: dict | None = None,
-                      biases: dict[str, np.ndarray] | None = None) -> dict:
+                      overrides: dict[str, np.ndarray] | None = None) -> dict:
     """Write ``model`` with ``codebooks`` applied as a packed safetensors file; return size figures.
 
     ``architecture``: {"source", "arch", "kwargs"} from ``models.architecture``, enough to rebuild the
     module tree; ``codebooks``: one per shared layer (the others are stored as they are);
-    ``biases``: the corrected bias of shared layers (bias correction), stored instead of theirs.
+    ``overrides``: state_dict tensors stored instead of the model's (the corrected biases of shared
+    layers, ``NAME.bias``, also for a layer built without one; re-estimated BatchNorm statistics).
     """
     layers = dict(shared_layers(model, list(codebooks)))
-    biases = biases or {}
+    overrides = overrides or {}
     tensors: dict[str, np.ndarray] = {}
     shared_meta = []
     index_bytes = codebook_bytes = huffman_total = 0
@@ -145,15 +146,17 @@ def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], ar
                              for g in range(cb.groups))
         entry = {"name": name, "shape": list(w.shape), "k": int(cb.k), "bits": width,
                  "codebook_size": int(cb.size), "group": int(cb.group)}
-        if name in biases:
-            tensors[name + ".bias"] = np.asarray(biases[name], dtype=np.float32)
-            if module.bias is None:
-                entry["bias_added"] = True
+        if name + ".bias" in overrides and module.bias is None:
+            entry["bias_added"] = True
         shared_meta.append(entry)
     shared_keys = {n + ".weight" for n in layers}
-    for key, value in model.state_dict().items():
-        if key not in shared_keys and key not in tensors:
-            tensors[key] = value.detach().cpu().numpy()
+    state = model.state_dict()
+    unknown = sorted(k for k in overrides if k not in state and not (k.endswith(".bias") and k[:-5] in layers))
+    if unknown:
+        raise ValueError(f"export: overrides {unknown[:5]} are not tensors of the model")
+    for key, value in {**{k: v.detach().cpu().numpy() for k, v in state.items()}, **overrides}.items():
+        if key not in shared_keys:
+            tensors[key] = np.asarray(value)
     metadata = {
         "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
         "architecture": json.dumps({"source": architecture["source"], "arch": architecture["arch"],
@@ -285,7 +288,8 @@ def choose_point(validated: list[dict], baseline: dict, bound: float, target: fl
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, validated_parquet: str,
         baseline_json: str, bound: float, confidence: float, targets: list[float], evaluation: dict,
-        out_files: list[str], out_table: str, bias_statistics: str | None = None) -> None:
+        out_files: list[str], out_table: str, bias_statistics: str | None = None,
+        reestimate_batchnorm: bool = False) -> None:
     """Write the chosen validated points as packed files; reload each and verify it predicts the same.
 
     The verification compares, on every test image, the predictions of the model
@@ -319,7 +323,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     source = build_model(model_cfg)  # the original weights, read by export_compressed
     # the in-memory compressed model the file must reproduce, built once for all targets
     in_memory = evaluator_for(copy.deepcopy(source), data_npz, "test", evaluation, layers=cands.layer_names,
-                              bias_statistics=bias_statistics)
+                              bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
     arch = architecture(model_cfg)
     source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
     rows = []
@@ -333,9 +337,13 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": baseline["test_accuracy"],
                 "source_checkpoint_sha256": source_sha256, "code_version": __version__}
         in_memory.apply(books)
-        biases = ({n: m.bias.detach().cpu().numpy() for n, m in in_memory.layers.items()}
-                  if bias_statistics else None)  # the corrected biases exactly as validation computed them
-        sizes = export_compressed(source, books, arch, out, extra_metadata=meta, biases=biases)
+        # the corrected biases and re-estimated BatchNorm statistics exactly as validation computed them
+        overrides = {f"{n}.bias": m.bias.detach().cpu().numpy() for n, m in in_memory.layers.items()
+                     } if bias_statistics else {}
+        if reestimate_batchnorm:
+            overrides.update({k: v.detach().cpu().numpy() for k, v in in_memory.model.state_dict().items()
+                              if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")})
+        sizes = export_compressed(source, books, arch, out, extra_metadata=meta, overrides=overrides)
         # verify: the file alone must compute what the in-memory compressed model computes
         expected = in_memory.predictions().cpu()
         reloaded_model, _ = load_compressed(out)

@@ -71,7 +71,8 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, sample_files: list[str],
         surrogate_json: str, front_parquet: str, baseline_json: str, bound: float, confidence: float, rounds: int,
-        search: dict, evaluation: dict, out_front: str, out_json: str, bias_statistics: str | None = None) -> None:
+        search: dict, evaluation: dict, out_front: str, out_json: str, bias_statistics: str | None = None,
+        reestimate_batchnorm: bool = False) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     samples = read_samples(sample_files)
     baseline = read_json(baseline_json)
@@ -79,7 +80,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     surrogate = read_json(surrogate_json)
     if rounds > 0:
         ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
-                           bias_statistics=bias_statistics)
+                           bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
         front, surrogate, history = refine(ev, cands, samples, surrogate, front, baseline, bound, confidence,
                                            rounds, search)
         ev.release()

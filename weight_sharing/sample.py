@@ -90,7 +90,7 @@ def read_samples(sample_files: list[str]) -> pa.Table:
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
         n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str,
-        bias_statistics: str | None = None) -> None:
+        bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> None:
     """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split
     (``bias_statistics``: the calibration stage's file when the bias is corrected)."""
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
@@ -98,7 +98,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     start, stop = shard_bounds(len(choices), shards, shard)
     baseline = read_json(baseline_json)
     ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
-                       bias_statistics=bias_statistics)
+                       bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
     t = time.perf_counter()
     table = evaluate_combinations(ev, cands, choices[start:stop], baseline["calib_accuracy"], first_index=start)
     dt = time.perf_counter() - t

@@ -215,12 +215,13 @@ def run(*, model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str]
     statistics file, needed when a correction is on.
     """
     sharing = sharing or {"granularity": "tensor", "group": 16}
-    correct = correct or {"bias": False, "centroids": False}
+    correct = {"bias": False, "centroids": False, "bn": False, **(correct or {})}
     if (correct["bias"] or correct["centroids"]) and not calibration:
         raise ValueError("sweep: correct.bias / correct.centroids need the calibration statistics file")
     baseline = read_json(baseline_json)
     ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=layers,
-                       bias_statistics=calibration if correct["bias"] else None)
+                       bias_statistics=calibration if correct["bias"] else None,
+                       reestimate_batchnorm=bool(correct["bn"]))
     refit = None
     if correct["centroids"]:
         moments = read_statistics(calibration, layers, "second")

@@ -32,14 +32,15 @@ def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_value
 
 
 def run(*, model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parquet: str, baseline_json: str,
-        k_values: list[int], evaluation: dict, out: str, bias_statistics: str | None = None) -> None:
+        k_values: list[int], evaluation: dict, out: str, bias_statistics: str | None = None,
+        reestimate_batchnorm: bool = False) -> None:
     layers = read_parquet(layers_parquet).to_pylist()
     books = uniform_codebooks(read_sweeps(sweep_files), layers, k_values)
     baseline = read_json(baseline_json)
     names = [l["name"] for l in layers]
     ks = sorted(books)
     measured = measure_splits(model_cfg, data_npz, evaluation, names, [books[k] for k in ks], baseline, "uniform",
-                              bias_statistics=bias_statistics)
+                              bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
     n_weights = np.array([l["weights"] for l in layers])
     rows = [{"k": k, "cr": float(compression_rates(n_weights, np.array([b.k for b in books[k].values()]))), **m}
             for k, m in zip(ks, measured)]

@@ -40,13 +40,14 @@ def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Meas
 
 def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: list[str], books: list[dict],
                    baseline: dict, what: str, splits=("calib", "test"),
-                   bias_statistics: str | None = None) -> list[dict]:
+                   bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> list[dict]:
     """The measurement columns of every combination on each split in turn (one split on the device
     at a time; the model is built once)."""
     rows = [{} for _ in books]
     model = build_model(model_cfg)
     for split in splits:
-        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers, bias_statistics=bias_statistics)
+        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers, bias_statistics=bias_statistics,
+                           reestimate_batchnorm=reestimate_batchnorm)
         for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
             row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
         ev.release()
@@ -76,7 +77,7 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
 
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, front_parquet: str,
         baseline_json: str, bound: float, confidence: float, evaluation: dict, out: str,
-        bias_statistics: str | None = None) -> None:
+        bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> None:
     cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
     baseline = read_json(baseline_json)
     front = read_parquet(front_parquet)
@@ -86,9 +87,11 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     if points and all(r.get(c) is not None for r in points for c in calib_columns):
         # refine measured every point on calibration already: only the test split is left
         measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  splits=("test",), bias_statistics=bias_statistics)
+                                  splits=("test",), bias_statistics=bias_statistics,
+                                  reestimate_batchnorm=reestimate_batchnorm)
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
         measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  bias_statistics=bias_statistics)
+                                  bias_statistics=bias_statistics,
+                                  reestimate_batchnorm=reestimate_batchnorm)
     write_parquet(validate_front(front, measured, baseline, bound, confidence), out)

@@ -7,4 +7,5 @@ refine.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, 
            sample_files=list(i.samples), surrogate_json=i.surrogate, front_parquet=i.front, baseline_json=i.baseline,
            bound=p.bound, confidence=p.confidence, rounds=p.rounds, search=dict(p.search), evaluation=p.evaluation,
            out_front=snakemake.output.front, out_json=snakemake.output.rounds,
-           bias_statistics=job.optional_input(i, "calibration"))
+           bias_statistics=job.optional_input(i, "calibration"),
+           reestimate_batchnorm=p.correct["bn"])
