@@ -64,7 +64,10 @@ def reestimated_batchnorm(evaluator):
             m.eval()
 
 
-def points(results: str, net_filter: list[str] | None, max_points: int) -> None:
+CORRECTIONS = ("none", "bias", "centroids", "bias+centroids", "batchnorm", "centroids+batchnorm")
+
+
+def points(results: str, net_filter: list[str] | None, max_points: int, corrections=CORRECTIONS) -> None:
     folder = Path(results)
     # the networks' model settings are those of configs/benchmark.yaml (demo networks: data and
     # checkpoint under the results folder)
@@ -90,7 +93,7 @@ def points(results: str, net_filter: list[str] | None, max_points: int) -> None:
                                   second_moment=True)
         means = {n: s["mean"] for n, s in stats.items()}
         kl_none = None
-        for correction in ("none", "bias", "centroids", "bias+centroids", "batchnorm"):
+        for correction in corrections:
             t0 = time.perf_counter()
             rows = [{} for _ in validated]
             for split in ("calib", "test"):
@@ -105,7 +108,7 @@ def points(results: str, net_filter: list[str] | None, max_points: int) -> None:
                                                     stats[n]["mean"] if "bias" in correction else None,
                                                     device=ev.device) for n, cb in books.items()}
                     ev.apply(books)
-                    with reestimated_batchnorm(est) if correction == "batchnorm" else contextlib.nullcontext():
+                    with reestimated_batchnorm(est) if "batchnorm" in correction else contextlib.nullcontext():
                         m = ev.measure()
                     ev.restore()
                     row[f"{split}_al"] = baseline[f"{split}_accuracy"] - m.accuracy
@@ -114,8 +117,9 @@ def points(results: str, net_filter: list[str] | None, max_points: int) -> None:
                         row["calib_ok"] = bool(meets_bound(m.accuracy, baseline["calib_accuracy"], 0.99))
             seconds = time.perf_counter() - t0
             kl = float(np.mean([r["kl"] for r in rows]))
-            kl_none = kl_none or kl
-            print(f"| {net} | {correction} | {len(rows)} | {kl:.5f} | {kl / kl_none:.2f}x "
+            kl_none = kl if correction == "none" else kl_none
+            ratio = f"{kl / kl_none:.2f}x" if kl_none else "—"
+            print(f"| {net} | {correction} | {len(rows)} | {kl:.5f} | {ratio} "
                   f"| {100 * np.mean([r['calib_al'] for r in rows]):.2f} "
                   f"| {100 * np.mean([r['test_al'] for r in rows]):.2f} "
                   f"| {sum(r['calib_ok'] for r in rows)} | {seconds:.0f} |", flush=True)
@@ -159,6 +163,7 @@ def main():
     p.add_argument("results")
     p.add_argument("--networks", nargs="*")
     p.add_argument("--max-points", type=int, default=20)
+    p.add_argument("--corrections", nargs="*", default=list(CORRECTIONS), choices=CORRECTIONS)
     r = sub.add_parser("runs")
     r.add_argument("named", nargs="+", help="name=results_folder")
     r.add_argument("--bound", type=float, default=0.99)
@@ -166,7 +171,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.mode == "points":
-        points(args.results, args.networks, args.max_points)
+        points(args.results, args.networks, args.max_points, args.corrections)
     else:
         runs(args.named, args.bound, args.confidence)
 

@@ -170,9 +170,23 @@ def test_format_version_must_be_positive(exported):
 
 
 def test_newer_format_version(exported):
-    rewrite(exported, {"format_version": "3"})
-    with pytest.raises(ExportFormatError, match="format version 3, newer"):
+    rewrite(exported, {"format_version": "4"})
+    with pytest.raises(ExportFormatError, match="format version 4, newer"):
         load_compressed(exported)
+
+
+def test_version_2_files_still_read(exported):
+    """Format 2 (before grouped codebooks and added biases): no ``group`` field, one codebook per layer."""
+    model, _ = load_compressed(exported)
+    meta = read_metadata(exported)
+    layers = json.loads(meta["shared_layers"])
+    for layer in layers:
+        del layer["group"]
+    rewrite(exported, {"format_version": "2", "shared_layers": json.dumps(layers)})
+    old, decoded = load_compressed(exported)
+    assert decoded["format_version"] == "2"
+    for (_, a), (_, b) in zip(shared_layers(model), shared_layers(old)):
+        assert torch.equal(a.weight, b.weight)
 
 
 def test_other_architecture(exported):

@@ -62,7 +62,12 @@ def test_cluster_layers_in_order_and_errors_propagate():
     assert [g[0] for g in got] == list(weights)
     for name, books, seconds in got:
         ref = kmeans_grid(weights[name], [2, 8])
-        assert np.array_equal(books[8].centroids, ref[8].centroids) and seconds >= 0
+        assert np.array_equal(books[1, 8].centroids, ref[8].centroids) and seconds >= 0
+        assert set(books) == {(1, 2), (1, 8)}  # per tensor only by default
+    # grouped: a 2-D layer of 10 rows in groups of 4 gets the per-tensor and the 3-group codebooks
+    grouped = dict((n, b) for n, b, _ in cluster_layers({"w": rng.normal(size=(10, 7))}, [2, 8], 1 << 16,
+                                                        granularity="grouped_channel", group=4))["w"]
+    assert set(grouped) == {(1, 2), (1, 8), (3, 2), (3, 8)} and grouped[3, 8].groups == 3
     weights["l2"] = np.array([1.0, np.nan])
     with pytest.raises(ValueError, match="NaN"):
         list(cluster_layers(weights, [2], 1 << 16, workers=2))
