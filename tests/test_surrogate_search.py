@@ -261,3 +261,16 @@ def test_refinement_rounds_add_data_and_stop():
     assert {tuple(r["choice"]) for r in front.to_pylist()} <= {tuple(r["choice"]) for r in out.to_pylist()}
     none, _, h0 = refine(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 0, search)
     assert len(h0) == 1 and len(none) == len(front)
+
+
+def test_surrogate_of_a_tiny_search_space():
+    """Fewer combinations than folds (every layer kept one or two candidates): leave-one-out, or with one
+    combination no held-out score, instead of stopping the run."""
+    from weight_sharing.surrogate import fit_surrogate
+
+    x = np.array([[0.1, 0.2], [0.3, 0.1]])
+    model, oof = fit_surrogate(x, np.array([0.01, 0.03]), ["a", "b"], folds=5)
+    assert model["folds"] == 5 and model["folds_used"] == 2 and np.isfinite(oof).all()
+    model, oof = fit_surrogate(x[:1], np.array([0.02]), ["a", "b"], folds=5)
+    assert np.isnan(model["r2_heldout"]) and np.isnan(oof).all()
+    assert model["intercept"] + np.dot(model["coef"], x[0]) == pytest.approx(0.02)

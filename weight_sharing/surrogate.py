@@ -75,19 +75,31 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
                          f"and features {list(feature_names)}")
     if folds < 2:
         raise ValueError(f"surrogate.folds must be >= 2, got {folds}")
-    if x.shape[0] < folds:
-        raise ValueError(f"surrogate: {x.shape[0]} samples, fewer than surrogate.folds={folds}")
-    oof = cross_val_predict(LinearRegression(positive=positive), x, y,
-                            cv=KFold(folds, shuffle=True, random_state=seed))
+    if x.shape[0] == 0:
+        raise ValueError("surrogate: no samples to fit")
     reg = LinearRegression(positive=positive).fit(x, y)
+    if x.shape[0] < folds:
+        # a search space of fewer combinations than folds (e.g. every layer kept one candidate):
+        # leave-one-out, or with a single combination no held-out score at all
+        import logging
+
+        logging.getLogger(__name__).warning("surrogate: %d samples, fewer than surrogate.folds=%d; %s", x.shape[0],
+                                            folds, "leave-one-out" if x.shape[0] > 1 else "no held-out score")
+    used = min(folds, x.shape[0])
+    if used >= 2:
+        oof = cross_val_predict(LinearRegression(positive=positive), x, y,
+                                cv=KFold(used, shuffle=True, random_state=seed))
+    else:
+        oof = np.full_like(y, np.nan)
+    held_out = used >= 2 and np.var(y) > 0
     model = {
         "kind": "linear", "features": list(feature_names), "positive": bool(positive), "layers": list(layers),
         "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
-        "folds": folds, "seed": seed, "n_samples": int(x.shape[0]),
-        "r2_heldout": float(r2_score(y, oof)) if np.var(y) > 0 else float("nan"),
-        "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))),
+        "folds": folds, "folds_used": used, "seed": seed, "n_samples": int(x.shape[0]),
+        "r2_heldout": float(r2_score(y, oof)) if held_out else float("nan"),
+        "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))) if used >= 2 else float("nan"),
         "r2_train": float(reg.score(x, y)) if np.var(y) > 0 else float("nan"),
-        "spearman_heldout": float(spearmanr(y, oof).statistic) if np.var(y) > 0 else float("nan"),
+        "spearman_heldout": float(spearmanr(y, oof).statistic) if held_out else float("nan"),
     }
     return model, oof
 
@@ -108,7 +120,9 @@ def plot_fit(measured: np.ndarray, predicted: np.ndarray, model: dict, path, tit
     fig, ax = plt.subplots(figsize=(5, 5))
     m, p = 100 * np.asarray(measured), 100 * np.asarray(predicted)
     ax.scatter(m, p, s=6, alpha=0.5)
-    lo, hi = float(min(m.min(), p.min())), float(max(m.max(), p.max()))
+    both = np.concatenate([m, p])
+    both = both[np.isfinite(both)] if np.isfinite(both).any() else np.zeros(1)
+    lo, hi = float(both.min()), float(both.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel("measured accuracy loss (pp, calibration)")
     ax.set_ylabel("predicted accuracy loss (pp, out-of-fold)")
