@@ -21,7 +21,6 @@ summed job wall time (with the calibration and sweep stages apart).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torch import nn
 
 from weight_sharing.bound import meets_bound
 from weight_sharing.candidates import CandidateSet
@@ -39,30 +37,6 @@ from weight_sharing.data import load_split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.models import build_model
 from weight_sharing.report import benchmark_seconds, choices, stage_of
-
-
-@contextlib.contextmanager
-def reestimated_batchnorm(evaluator):
-    """BatchNorm running statistics re-estimated on the evaluator's split (cumulative average over one
-    pass in training mode), restored afterwards."""
-    bns = [m for m in evaluator.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    try:
-        evaluator.predictions()
-        for m in bns:
-            m.eval()
-        yield len(bns)
-    finally:
-        for m, (mean, var, momentum) in zip(bns, saved):
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.momentum = momentum
-            m.eval()
-
 
 CORRECTIONS = ("none", "bias", "centroids", "bias+centroids", "batchnorm", "centroids+batchnorm")
 
@@ -97,20 +71,18 @@ def points(results: str, net_filter: list[str] | None, max_points: int, correcti
             t0 = time.perf_counter()
             rows = [{} for _ in validated]
             for split in ("calib", "test"):
-                ev = Evaluator(build_model(model_cfg), splits[split], batch_size=500, layers=names,
-                               bias_means=means if "bias" in correction else None)
                 # BatchNorm re-estimated on the calibration images, whichever split is measured
-                est = Evaluator(ev.model, splits["calib"], batch_size=500, layers=names)
+                ev = Evaluator(build_model(model_cfg), splits[split], batch_size=500, layers=names,
+                               bias_means=means if "bias" in correction else None,
+                               batchnorm_split=splits["calib"] if "batchnorm" in correction else None)
                 for row, v in zip(rows, validated):
                     books = cands.codebooks_of(v["choice"])
                     if "centroids" in correction:
                         books = {n: refit_centroids(ev.originals[n], cb, stats[n]["second"],
                                                     stats[n]["mean"] if "bias" in correction else None,
                                                     device=ev.device) for n, cb in books.items()}
-                    ev.apply(books)
-                    with reestimated_batchnorm(est) if "batchnorm" in correction else contextlib.nullcontext():
+                    with ev.applied(books):
                         m = ev.measure()
-                    ev.restore()
                     row[f"{split}_al"] = baseline[f"{split}_accuracy"] - m.accuracy
                     if split == "calib":
                         row["kl"] = m.kl

@@ -185,9 +185,7 @@ def check_config(config: dict) -> dict[str, list[dict]]:
 def check_sharing(sharing: dict, layers: dict[str, list[dict]]) -> None:
     """Grouped codebooks need groups smaller than some layer: a group at least as large as every
     layer's output channels would give one codebook per layer, the per-tensor setting by another name."""
-    group = sharing["group"]
-    if group < 1:
-        raise ConfigError(f"sharing.group: {group}; allowed: an integer >= 1 (output channels per codebook)")
+    group = sharing["group"]  # >= 1 by the schema
     if sharing["granularity"] != "grouped_channel":
         return
     for net, table in layers.items():

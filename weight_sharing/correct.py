@@ -1,6 +1,6 @@
 """Corrections of a shared layer computed from its inputs on the calibration images, without retraining.
 
-Statistics (gathered once per network by the ``statistics`` stage, one pass with hooks on the
+Statistics (gathered once per network by the ``calibration`` stage, one pass with hooks on the
 unmodified network): for every shared layer, the mean and the second moment of the vectors the
 layer multiplies by its weight rows: the input features of a Linear layer, the receptive-field
 patches (as ``F.unfold`` lays them out, padding included) of a convolution, per convolution group.

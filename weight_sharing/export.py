@@ -36,7 +36,7 @@ from .compression import index_bits
 from .io import atomic_path
 from .kmeans import Codebook
 from .models import create_model, shared_layers
-from .sharing import assign_weight
+from .sharing import assign_weight, codebook_values, row_groups
 
 FORMAT_NAME = "weight-sharing-packed"
 FORMAT_VERSION = 3
@@ -140,10 +140,9 @@ def export_compressed(model: torch.nn.Module, codebooks: dict[str, Codebook], ar
         tensors[name + INDICES] = packed
         index_bytes += packed.nbytes
         codebook_bytes += np.asarray(cb.centroids, dtype=np.float32).nbytes
-        per_group = idx.reshape(cb.groups, -1) if cb.group == 0 else idx.reshape(idx.shape[0], -1)
-        rows = np.zeros(len(per_group), dtype=np.int64) if cb.group == 0 else np.arange(len(per_group)) // cb.group
-        huffman_total += sum(math.ceil(huffman_bits(np.bincount(per_group[rows == g].ravel(), minlength=cb.size)) / 8)
-                             for g in range(cb.groups))
+        per_channel, rows = idx.reshape(idx.shape[0], -1), row_groups(idx.shape[0], cb)
+        huffman_total += sum(math.ceil(huffman_bits(np.bincount(per_channel[rows == g].ravel(), minlength=cb.size))
+                                       / 8) for g in range(cb.groups))
         entry = {"name": name, "shape": list(w.shape), "k": int(cb.k), "bits": width,
                  "codebook_size": int(cb.size), "group": int(cb.group)}
         if name + ".bias" in overrides and module.bias is None:
@@ -246,18 +245,18 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
         count = int(np.prod(layer["shape"]))
         codebook = tensors.pop(layer["name"] + CODEBOOK)
         idx = unpack_bits(tensors.pop(layer["name"] + INDICES), layer["bits"], count)
-        group = int(layer.get("group", 0))
+        group = int(layer.get("group", 0))  # > 0: one codebook row per group of ``group`` output channels
         if idx.size and idx.max() >= codebook.shape[-1]:
             raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r} has an index beyond its codebook")
-        if group:  # one codebook row per group of ``group`` output channels
-            rows = np.arange(layer["shape"][0]) // group
-            if codebook.ndim != 2 or rows[-1] != len(codebook) - 1:
-                raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r}: codebook of shape {codebook.shape} "
-                                        f"does not fit {layer['shape'][0]} channels in groups of {group}")
-            values = np.take_along_axis(codebook[rows], idx.reshape(layer["shape"][0], -1), axis=1)
-        else:
-            values = codebook[idx]
-        state[key] = torch.from_numpy(values.reshape(layer["shape"]))
+        book = Codebook(k=int(layer["k"]), thresholds=np.zeros(0), centroids=codebook, inertia=0.0, group=group)
+        try:
+            if codebook.ndim != (2 if group else 1):
+                raise ValueError(f"a codebook of {codebook.ndim} dimensions")
+            values = codebook_values(idx.reshape(layer["shape"]), book)
+        except ValueError as exc:
+            raise ExportFormatError(f"{str(path)!r}: layer {layer['name']!r}: codebook of shape {codebook.shape} "
+                                    f"does not fit {layer['shape'][0]} channels in groups of {group}: {exc}") from exc
+        state[key] = torch.from_numpy(values)
     state.update({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

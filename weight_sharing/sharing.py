@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .kmeans import Codebook, kmeans_grid
+from .kmeans import Codebook, assign, kmeans_grid
 
 GRANULARITIES = ("tensor", "grouped_channel")
 
@@ -73,7 +73,7 @@ def assign_weight(weight: np.ndarray, codebook: Codebook) -> np.ndarray:
     """Index of each weight into its codebook (the codebook of its channel's group), in the weight's shape."""
     w = np.asarray(weight)
     if codebook.group == 0:
-        return np.searchsorted(codebook.thresholds, w, side="right")
+        return assign(w, codebook)
     w2 = w.reshape(w.shape[0], -1)
     rows = row_groups(w.shape[0], codebook)
     idx = np.empty(w2.shape, dtype=np.int64)

@@ -225,7 +225,7 @@ def run(*, model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str]
     refit = None
     if correct["centroids"]:
         moments = read_statistics(calibration, layers, "second")
-        means = read_statistics(calibration, layers, "mean") if correct["bias"] else {}
+        means = ev.bias_means or {}  # the covariance when the bias is corrected too
         refit = {l: (moments[l], means.get(l)) for l in layers}
     table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers,
                                             granularity=sharing["granularity"], group=int(sharing["group"]),
