@@ -18,6 +18,7 @@ rule demo:
         n_train=config["demo"]["n_train"],
         n_calib=config["demo"]["n_calib"],
         n_test=config["demo"]["n_test"],
+        n_select=config["demo"]["n_select"],
         split_seed=config["demo"]["split_seed"],
         epochs=config["demo"]["epochs"],
         batch_size=config["demo"]["batch_size"],

@@ -27,7 +27,7 @@ rule export:
     params:
         model=model_cfg,
         bound=bound,
-        confidence=config["select"]["confidence"],
+        select=config["select"],
         targets=config["export"]["targets"],
         correct=config["correct"],
         evaluation=EVALUATION,

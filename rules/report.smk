@@ -36,7 +36,7 @@ rule report:
     params:
         category=lambda wc: config["networks"][wc.net]["category"],
         bound=bound,
-        confidence=config["select"]["confidence"],
+        select=config["select"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/report.py"

@@ -23,6 +23,7 @@ rule uniform:
     params:
         model=model_cfg,
         k_values=wscfg.uniform_k_values(config),
+        selection=config["select"]["split"],
         correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,

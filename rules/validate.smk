@@ -24,7 +24,7 @@ rule validate:
     params:
         model=model_cfg,
         bound=bound,
-        confidence=config["select"]["confidence"],
+        select=config["select"],
         correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,

@@ -196,3 +196,51 @@ def test_corrections_need_calibration_images(tmp_path, lenet_checkpoint, key):
     cfg["correct"][key] = True
     with pytest.raises(ConfigError, match="calib.*empty"):
         check_config(cfg)
+
+
+def test_unlabelled_selection_needs_selection_images(tmp_path, lenet_checkpoint):
+    """select.split: unlabelled stops before any job for a network whose .npz has no (or malformed) x_select,
+    and for an image folder; with x_select it is accepted."""
+    cfg = base_config(write_npz(tmp_path / "d.npz"), lenet_checkpoint)
+    cfg["select"]["split"] = "unlabelled"
+    with pytest.raises(ConfigError, match="select.split: unlabelled, but networks.net.data.npz .* has no x_select"):
+        check_config(cfg)
+    rng = np.random.default_rng(1)
+    cfg = base_config(write_npz(tmp_path / "s.npz", x_select=rng.integers(0, 256, (7, 1, 28, 28), dtype=np.uint8)),
+                      lenet_checkpoint)
+    cfg["select"]["split"] = "unlabelled"
+    assert len(check_config(cfg)["net"]) == 5
+    cfg = base_config(write_npz(tmp_path / "b.npz", x_select=np.zeros((7, 3, 28, 28), np.uint8)), lenet_checkpoint)
+    with pytest.raises(ConfigError, match="x_select .* must be uint8 of shape N x 1 x 28 x 28"):
+        check_config(cfg)
+    cfg = base_config(write_npz(tmp_path / "d.npz"), lenet_checkpoint)
+    cfg["networks"]["net"]["data"] = {"root": str(tmp_path)}
+    cfg["select"]["split"] = "unlabelled"
+    with pytest.raises(ConfigError, match="data.root"):
+        check_config(cfg)
+    cfg = base_config(write_npz(tmp_path / "d.npz"), lenet_checkpoint)
+    cfg["select"]["split"] = "test"
+    with pytest.raises(ConfigError, match="select.split: 'test' is not one of \\['calib', 'unlabelled'\\]"):
+        validate_schema(cfg)
+
+
+def test_demo_selection_images_are_held_out_of_training():
+    """demo.n_select: that many digits leave the training part (unseen in training) for x_select; the
+    calibration and test splits stay exactly those of n_select 0; too many digits stop before any job."""
+    from weight_sharing.data import image_hashes
+    from weight_sharing.demo import mnist_demo_splits
+
+    plain = mnist_demo_splits(3500, 500, 1000, 0)
+    held = mnist_demo_splits(3000, 500, 1000, 0, n_select=500)
+    assert np.array_equal(plain["x_select"], plain["x_train"])  # n_select 0: the training images stand in
+    assert len(held["x_train"]) == 3000 and len(held["x_select"]) == 500
+    assert not np.isin(image_hashes(held["x_select"]), image_hashes(held["x_train"])).any()
+    assert np.isin(image_hashes(held["x_select"]), image_hashes(plain["x_train"])).all()
+    for key in ("x_calib", "y_calib", "x_test", "y_test"):
+        assert np.array_equal(plain[key], held[key])
+    assert np.bincount(held["y_train"], minlength=10).min() > 250  # stratified
+    cfg = validate_schema({"networks": {"d": {"category": "heavy", "demo": True,
+                                              "model": {"source": "builtin", "arch": "lenet5"}}},
+                           "demo": {"n_select": 600}})
+    with pytest.raises(ConfigError, match="demo: n_train . n_select . n_calib . n_test = 5600; allowed: at most"):
+        check_config(cfg)

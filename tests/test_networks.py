@@ -202,6 +202,41 @@ def test_shared_calibration_and_test_images_stop_the_run(tmp_path, lenet_checkpo
         check_config(base_config(same, lenet_checkpoint))
 
 
+def test_selection_images_held_out_from_test_and_measured_without_labels(tmp_path, lenet_checkpoint):
+    """x_select: refused when it shares images with the test split; read without labels; the evaluator
+    measures the changed predictions on it (against a direct count) and refuses an accuracy."""
+    from weight_sharing.data import load_split
+    from weight_sharing.evaluate import Evaluator
+    from weight_sharing.models import LeNet5
+
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, 256, (20, 1, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (30, 1, 28, 28), dtype=np.uint8)
+    select = rng.integers(0, 256, (50, 1, 28, 28), dtype=np.uint8)
+    select[[3, 9]] = test[[0, 29]]
+    npz = lenet_npz(tmp_path / "d.npz", calib, test)
+    with np.load(npz) as z:
+        np.savez(npz, **dict(z), x_select=select)
+    with pytest.raises(ConfigError, match="2 selection image.s. also appear in the test split"):
+        check_config(base_config(npz, lenet_checkpoint))
+    split = load_split(npz, "select")
+    assert split.y is None and len(split) == 50 and np.array_equal(np.asarray(split.x), select)
+    model = LeNet5()
+    model.load_state_dict(torch.load(lenet_checkpoint, weights_only=True))
+    ev = Evaluator(model, split, device="cpu", batch_size=16)
+    with pytest.raises(ValueError, match="no labels"):
+        ev.accuracy()
+    before = ev.predictions().clone()
+    from weight_sharing.kmeans import Codebook
+    # fc3 with two far-off, sign-flipped values: an untrained network whose predictions must change
+    ev.apply({"fc3": Codebook(k=2, thresholds=np.array([0.0]), centroids=np.array([3.0, -3.0], np.float32),
+                              inertia=0.0)})
+    after = ev.predictions().clone()
+    m = ev.measure()
+    assert m.changed == float((after != before).float().mean()) and m.n == 50 and np.isnan(m.accuracy)
+    assert m.changed > 0 and m.broken == m.fixed == 0
+
+
 def test_splits_are_memory_mapped_and_streamed(tmp_path):
     """An uncompressed .npz split is read on demand, not whole: evaluating it allocates one batch of memory."""
     import tracemalloc

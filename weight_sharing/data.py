@@ -2,7 +2,9 @@
 
 The calibration split drives every decision (sweep, candidates, samples,
 surrogate, search); the test split is read only by the final validation, the
-uniform reference and the export check.
+uniform reference and the export check. An optional third split, ``x_select``
+(unlabelled images, e.g. from the deployment data), decides which validated
+point is reported and exported when ``select.split: unlabelled``.
 """
 from __future__ import annotations
 
@@ -15,20 +17,22 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("calib", "test")
+SELECT = "select"  # optional, unlabelled: x_select only
 NPZ_KEYS = ("x_calib", "y_calib", "x_test", "y_test", "mean", "std")
 
 
 @dataclass
 class Split:
-    """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,), per-channel ``mean``/``std`` (C,)."""
+    """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,) or None (unlabelled), per-channel
+    ``mean``/``std`` (C,)."""
 
     x: np.ndarray | StoredArray
-    y: np.ndarray
+    y: np.ndarray | None
     mean: np.ndarray
     std: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x)
 
 
 def _npz_header(path: Path, key: str):
@@ -80,6 +84,12 @@ def check_npz(path: str | Path, num_classes: int | None = None) -> dict:
                 raise ValueError(f"{where}: y_{split} has label {bad}, allowed {allowed}")
             info[split] = int(shape[0])
             info["image_shape"] = list(shape[1:])
+        if f"x_{SELECT}" in names:
+            shape, dtype = _npz_header(path, f"x_{SELECT}")
+            if dtype != np.uint8 or len(shape) != 4 or shape[0] == 0 or list(shape[1:]) != info["image_shape"]:
+                raise ValueError(f"{where}: x_{SELECT} (the unlabelled selection images) must be uint8 of shape "
+                                 f"N x {' x '.join(map(str, info['image_shape']))} with N > 0, got {dtype} {shape}")
+            info[SELECT] = int(shape[0])
     channels = info["image_shape"][0]
     for name, arr in (("mean", mean), ("std", std)):
         if arr.size not in (1, channels):
@@ -154,15 +164,19 @@ def _npz_member(path: Path, key: str) -> StoredArray | None:
 
 
 def load_split(path: str | Path, split: str) -> Split:
-    """One split; the images read on demand from the .npz when stored uncompressed (np.savez), else read whole."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    """One split; the images read on demand from the .npz when stored uncompressed (np.savez), else read whole.
+    ``select`` (the unlabelled selection images) has no labels (``y`` None)."""
+    if split not in (*SPLITS, SELECT):
+        raise ValueError(f"split must be one of {(*SPLITS, SELECT)}, got {split!r}")
     path = Path(path)
+    with np.load(path) as z:
+        if f"x_{split}" not in z.files:
+            raise ValueError(f"data.npz {str(path)!r}: no x_{split} array (the {split} split)")
     x = _npz_member(path, f"x_{split}")
     with np.load(path) as z:
         if x is None:
             x = np.ascontiguousarray(z[f"x_{split}"])
-        y = z[f"y_{split}"].astype(np.int64)
+        y = None if split == SELECT else z[f"y_{split}"].astype(np.int64)
         c = x.shape[1]
         mean = np.broadcast_to(np.asarray(z["mean"], np.float32).ravel(), (c,)).copy()
         std = np.broadcast_to(np.asarray(z["std"], np.float32).ravel(), (c,)).copy()
@@ -179,15 +193,20 @@ def image_hashes(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     return out
 
 
-def shared_images(path: str | Path) -> int:
-    """How many calibration images also appear (byte for byte) in the test split."""
-    calib, test = load_split(path, "calib"), load_split(path, "test")
-    return int(np.isin(image_hashes(calib.x), image_hashes(test.x)).sum())
+def shared_images(path: str | Path, split: str = "calib") -> int:
+    """How many images of ``split`` (calib, or the selection images) also appear (byte for byte) in the test split."""
+    other, test = load_split(path, split), load_split(path, "test")
+    return int(np.isin(image_hashes(other.x), image_hashes(test.x)).sum())
 
 
 def check_disjoint(path: str | Path, allow_shared: bool = False) -> None:
-    """ValueError when calibration and test share images: the test figures would then not be held out."""
-    n = shared_images(path)
-    if n and not allow_shared:
-        raise ValueError(f"data.npz {str(path)!r}: {n} calibration image(s) also appear in the test split; the test "
-                         "split must be held out (set data.allow_shared_images: true to accept this knowingly)")
+    """ValueError when the calibration (or selection) images and the test split share images: the test
+    figures would then not be held out from the choices."""
+    with np.load(path) as z:
+        splits = ["calib"] + ([SELECT] if f"x_{SELECT}" in z.files else [])
+    for split in splits:
+        n = shared_images(path, split)
+        if n and not allow_shared:
+            raise ValueError(f"data.npz {str(path)!r}: {n} {'calibration' if split == 'calib' else 'selection'} "
+                             "image(s) also appear in the test split; the test split must be held out (set "
+                             "data.allow_shared_images: true to accept this knowingly)")

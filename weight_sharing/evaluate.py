@@ -102,7 +102,7 @@ class Evaluator:
         self.forward = torch.compile(model) if compile else model
         self.model = model
         self.host_x = split.x
-        self.y = torch.from_numpy(np.asarray(split.y)).to(self.device)
+        self.y = None if split.y is None else torch.from_numpy(np.asarray(split.y)).to(self.device)
         shape = (1, -1) + (1,) * (split.x.ndim - 2)
         self.mean = torch.from_numpy(split.mean).to(self.device).view(shape) * 255.0
         self.std = torch.from_numpy(split.std).to(self.device).view(shape) * 255.0
@@ -202,6 +202,8 @@ class Evaluator:
 
     def accuracy(self) -> float:
         """Top-1 accuracy as a fraction of the split."""
+        if self.y is None:
+            raise ValueError("accuracy: this split has no labels (the unlabelled selection images)")
         return int((self.predictions() == self.y).sum()) / self.n
 
     @torch.no_grad()
@@ -246,9 +248,13 @@ class Evaluator:
             pred[i:i + len(logits)] = logits.argmax(dim=1)
 
         self._pass(reduce)
+        changed = int((pred != ref_pred).sum()) / self.n
+        if self.y is None:  # unlabelled: fidelity to the baseline only
+            return Measurement(accuracy=float("nan"), kl=max(float(kl) / self.n, 0.0), changed=changed, broken=0,
+                               fixed=0, n=self.n)
         right, base_right = pred == self.y, ref_pred == self.y
         return Measurement(accuracy=int(right.sum()) / self.n, kl=max(float(kl) / self.n, 0.0),
-                           changed=int((pred != ref_pred).sum()) / self.n, broken=int((base_right & ~right).sum()),
+                           changed=changed, broken=int((base_right & ~right).sum()),
                            fixed=int((~base_right & right).sum()), n=self.n)
 
     @torch.no_grad()

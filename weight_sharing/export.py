@@ -274,12 +274,12 @@ def load_compressed(path: str | Path, expected_arch: str | None = None) -> tuple
 
 
 def choose_point(validated: list[dict], baseline: dict, bound: float, target: float,
-                 confidence: float) -> tuple[dict, bool]:
-    """Target t: the highest-CR point whose calibration loss, at ``confidence``, is at most t x the
-    bound's allowed loss ((1 - bound) x baseline); if none is, the lowest-loss point, flagged (False).
-    Chosen on calibration only: the test split is measured and reported, never used to choose."""
-    best = choose(validated, "calib", baseline["calib_images"], baseline["calib_accuracy"],
-                  loosened(bound, target), confidence)
+                 confidence: float, selection: str = "calib") -> tuple[dict, bool]:
+    """Target t: the highest-CR point whose loss, at ``confidence``, is at most t x the bound's allowed
+    loss ((1 - bound) x baseline), judged by ``selection`` (the labelled calibration split, or the changed
+    predictions on the unlabelled selection split); if none is, the lowest calibration-loss point, flagged
+    (False). The test split is measured and reported, never used to choose."""
+    best = choose(validated, baseline, loosened(bound, target), confidence, selection)
     if best is not None:
         return validated[best], True
     return min(validated, key=lambda v: (v["calib_al"], -v["cr"])), False
@@ -288,7 +288,7 @@ def choose_point(validated: list[dict], baseline: dict, bound: float, target: fl
 def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, validated_parquet: str,
         baseline_json: str, bound: float, confidence: float, targets: list[float], evaluation: dict,
         out_files: list[str], out_table: str, bias_statistics: str | None = None,
-        reestimate_batchnorm: bool = False) -> None:
+        reestimate_batchnorm: bool = False, selection: str = "calib") -> None:
     """Write the chosen validated points as packed files; reload each and verify it predicts the same.
 
     The verification compares, on every test image, the predictions of the model
@@ -327,7 +327,7 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
     rows = []
     for target, out in zip(targets, out_files):
-        point, met = choose_point(validated, baseline, bound, target, confidence)
+        point, met = choose_point(validated, baseline, bound, target, confidence, selection)
         if not met:
             log.warning("export target %.2fx: no validated point within the allowed calibration loss; exporting "
                         "the lowest-loss point (calibration AL %.4f)", target, point["calib_al"])

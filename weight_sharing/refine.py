@@ -37,7 +37,7 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
     energy = cands.energy
     x = design_matrix(features, sample_features(samples, energy))
     y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
-    n, base = baseline["calib_images"], baseline["calib_accuracy"]
+    base = baseline["calib_accuracy"]
     history, best_cr = [], None
     seen: dict[tuple, dict] = {}
     for r in range(rounds + 1):
@@ -46,7 +46,7 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
         measured = measure_all(evaluator, [cands.codebooks_of(p["choice"]) for p in new], f"refine round {r}")
         rows = [{**p, **measurement_columns("calib_", m, base)} for p, m in zip(new, measured)]
         seen.update({tuple(r["choice"]): r for r in rows})
-        pick = choose(rows, "calib", n, base, bound, confidence) if rows else None
+        pick = choose(rows, baseline, bound, confidence)  # the search's own stopping rule: calibration
         cr = rows[pick]["cr"] if pick is not None else None
         history.append({"round": r, "measured": len(rows), "r2_heldout": surrogate["r2_heldout"],
                         "best_calib_cr": cr, "samples": int(len(y))})

@@ -11,9 +11,9 @@ import pyarrow as pa
 from .compression import compression_rates
 from .io import read_json, read_parquet, write_parquet
 from .sweep import codebook_from_row, read_sweeps
-from .validate import SPLIT_COLUMNS, measure_splits
+from .validate import SELECT_COLUMNS, SPLIT_COLUMNS, measure_splits, splits_for
 
-UNIFORM_SCHEMA = pa.schema([("k", pa.int64()), ("cr", pa.float64()), *SPLIT_COLUMNS])
+UNIFORM_SCHEMA = pa.schema([("k", pa.int64()), ("cr", pa.float64()), *SPLIT_COLUMNS, *SELECT_COLUMNS])
 
 
 def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_values: list[int]) -> dict[int, dict]:
@@ -33,14 +33,15 @@ def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_value
 
 def run(*, model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parquet: str, baseline_json: str,
         k_values: list[int], evaluation: dict, out: str, bias_statistics: str | None = None,
-        reestimate_batchnorm: bool = False) -> None:
+        reestimate_batchnorm: bool = False, selection: str = "calib") -> None:
     layers = read_parquet(layers_parquet).to_pylist()
     books = uniform_codebooks(read_sweeps(sweep_files), layers, k_values)
     baseline = read_json(baseline_json)
     names = [l["name"] for l in layers]
     ks = sorted(books)
     measured = measure_splits(model_cfg, data_npz, evaluation, names, [books[k] for k in ks], baseline, "uniform",
-                              bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
+                              splits=splits_for(selection), bias_statistics=bias_statistics,
+                              reestimate_batchnorm=reestimate_batchnorm)
     n_weights = np.array([l["weights"] for l in layers])
     rows = [{"k": k, "cr": float(compression_rates(n_weights, np.array([b.k for b in books[k].values()]))), **m}
             for k, m in zip(ks, measured)]
