@@ -54,9 +54,9 @@ def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
 
 
 def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, path, title: str,
-                chosen=None) -> None:
+                chosen=None, chosen_on: str = "calibration") -> None:
     """Predicted vs validated fronts, the uniform-K reference, the accuracy bound, and the point chosen on
-    calibration (``chosen``: its K vector) at its test loss."""
+    ``chosen_on`` (``chosen``: its K vector) at its test loss."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(predicted.column("cr").to_numpy(), 100 * predicted.column("predicted_al").to_numpy(),
                s=10, marker="x", color="grey", label="predicted (surrogate)")
@@ -77,7 +77,7 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     if chosen is not None and chosen in ks:
         i = ks.index(chosen)
         ax.scatter([cr[i]], [tal[i]], s=160, marker="*", color="gold", edgecolor="k", zorder=5,
-                   label=f"chosen on calibration: CR {cr[i]:.2f}, test AL {tal[i]:.2f} pp")
+                   label=f"chosen on {chosen_on}: CR {cr[i]:.2f}, test AL {tal[i]:.2f} pp")
     ax.set_xlabel("compression rate")
     ax.set_ylabel("accuracy loss (pp)")
     ymax = max(5.0, 300 * allowed_loss(baseline["test_accuracy"], bound))
@@ -193,6 +193,7 @@ def run(*, net: str, category: str, bound: float, confidence: float, baseline_js
         f"round {r['round']}: R² {r['r2_heldout']:.3f}, best CR "
         + (f"{r['best_calib_cr']:.2f}" if r["best_calib_cr"] else "none") for r in rounds) or "off"
     plot_fronts(read_parquet(predicted_parquet), read_parquet(validated_parquet), read_parquet(uniform_parquet),
-                baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})", chosen=row["best_k"])
+                baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})", chosen=row["best_k"],
+                chosen_on="unlabelled images" if selection == "unlabelled" else "calibration")
     write_json(row, out_summary)
     return row

@@ -13,7 +13,7 @@ pass rate of the two rules:
   (exact binomial, ``bound.changed_upper_bound``), for a point that changes exactly the
   allowed fraction.
 
-    python benchmarks/coverage.py            # about 10 s
+    python benchmarks/bound_coverage.py           # about 10 s
 """
 
 from __future__ import annotations
