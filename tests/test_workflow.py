@@ -155,7 +155,7 @@ def test_plots_and_summary_content(tiny_run):
     assert line.startswith("| tiny | heavy | 99% (conf. 0.9) | 5 | 0.246 |")
     # the reported choice is the highest-CR point selectable on calibration, with its test loss as measured
     validated = read(tiny_run, "front_validated.parquet")
-    ok = [v for v in validated if v["calib_within_bound"]]
+    ok = [v for v in validated if v["selectable"]]
     if ok:
         best = max(ok, key=lambda v: v["cr"])
         assert row["best_cr"] == best["cr"] and row["best_cr_test_al"] == best["test_al"]
@@ -259,7 +259,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     row = json.loads((net / "report/summary.json").read_text())
     assert row["selection"] == "unlabelled"
     assert row["best_cr"] == (max(r["cr"] for r in ok) if ok else None)
-    assert [r["calib_within_bound"] for r in rows] == [r in ok for r in rows]
+    assert [r["selectable"] for r in rows] == [r in ok for r in rows]
     with np.load(net / "demo/data.npz") as z:
         assert np.array_equal(z["x_select"], z["x_train"])
     point = max(rows, key=lambda r: r["cr"])

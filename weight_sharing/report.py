@@ -135,7 +135,7 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         return None if i is None else rows[i][key]
 
     best, ubest = at(v, pick["best"], "cr"), at(u, pick["uniform"], "cr")
-    ok = [x for x in v if x["calib_within_bound"]]
+    ok = [x for x in v if x["selectable"]]
     row = {
         "network": net, "category": category, "bound": bound, "confidence": confidence, "selection": selection,
         "layers": layers.num_rows,

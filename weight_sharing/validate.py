@@ -26,7 +26,7 @@ SELECT_COLUMNS = [("select_kl", pa.float64()), ("select_changed", pa.float64()),
 VALIDATED_SCHEMA = pa.schema([
     ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
     ("choice", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
-    *SPLIT_COLUMNS, *SELECT_COLUMNS, ("on_front", pa.bool_()), ("calib_within_bound", pa.bool_()),
+    *SPLIT_COLUMNS, *SELECT_COLUMNS, ("on_front", pa.bool_()), ("selectable", pa.bool_()),
     ("test_within_bound", pa.bool_()),
 ])
 
@@ -72,7 +72,7 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
                    confidence: float, selection: str = "calib") -> pa.Table:
     """The predicted points with their measurements.
 
-    ``calib_within_bound``: the point may be chosen (by ``selection``: its calibration loss, or its
+    ``selectable``: the point may be chosen (by ``selection``: its calibration loss, or its
     changed predictions on the selection images, meets the bound at ``confidence``);
     ``test_within_bound``: its test accuracy meets the bound (reported, never used to choose);
     ``on_front``: the Pareto set on the test split (for the plot).
@@ -85,7 +85,7 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
         ok = selectable_rows(rows, baseline, bound, confidence, selection)
         within = meets_bound([r["test_accuracy"] for r in rows], baseline["test_accuracy"], bound)
         for r, m, c, w in zip(rows, mask, ok, within):
-            r["on_front"], r["calib_within_bound"], r["test_within_bound"] = bool(m), bool(c), bool(w)
+            r["on_front"], r["selectable"], r["test_within_bound"] = bool(m), bool(c), bool(w)
     return pa.Table.from_pylist(rows, schema=VALIDATED_SCHEMA)
 
 
