@@ -24,7 +24,7 @@ import numpy as np
 
 from weight_sharing.bound import changed_upper_bound, loss_upper_bound
 
-LEVELS = (0.75, 0.9, 0.95)
+LEVELS = (0.5, 0.75, 0.9, 0.95)
 
 
 def main():
