@@ -271,3 +271,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     ev.apply(cands.codebooks_of(point["choice"]))
     assert float((ev.predictions() != before).double().mean()) == pytest.approx(point["select_changed"], abs=1e-12)
     assert "unlabelled" in (tmp_path / "results" / "summary.md").read_text()
+    _, meta = load_compressed(net / "export" / "loss_1.0x.safetensors")
+    selected_on = json.loads(meta["selected_on"])
+    assert selected_on["split"] == "unlabelled" and selected_on["confidence"] == 0.5
+    assert selected_on["bound"] == pytest.approx(0.99)

@@ -334,7 +334,8 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
         books = cands.codebooks_of(cands.check_choice(point["choice"]))
         meta = {"k": point["k"], "groups": point["groups"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": baseline["test_accuracy"],
-                "source_checkpoint_sha256": source_sha256, "code_version": __version__}
+                "source_checkpoint_sha256": source_sha256, "code_version": __version__,
+                "selected_on": {"split": selection, "confidence": confidence, "bound": loosened(bound, target)}}
         in_memory.apply(books)
         # the corrected biases and re-estimated BatchNorm statistics exactly as validation computed them
         overrides = {f"{n}.bias": m.bias.detach().cpu().numpy() for n, m in in_memory.layers.items()
