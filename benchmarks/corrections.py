@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from finished_runs import finished_networks  # benchmarks/, next to this script
 
 from weight_sharing.bound import meets_bound
-from weight_sharing.candidates import CandidateSet
-from weight_sharing.config import load_config, model_config
 from weight_sharing.correct import gather_statistics, refit_centroids
 from weight_sharing.data import load_split
 from weight_sharing.evaluate import Evaluator
@@ -42,25 +41,13 @@ CORRECTIONS = ("none", "bias", "centroids", "bias+centroids", "batchnorm", "cent
 
 
 def points(results: str, net_filter: list[str] | None, max_points: int, corrections=CORRECTIONS) -> None:
-    folder = Path(results)
-    # the networks' model settings are those of configs/benchmark.yaml (demo networks: data and
-    # checkpoint under the results folder)
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "benchmark.yaml")
     print("| network | correction | points | mean calib KL | KL vs none | mean calib AL [pp] | mean test AL [pp] "
           "| meet bound on calib | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for net_dir in sorted(p.parent for p in folder.glob("*/front_validated.parquet")):
-        net = net_dir.name
-        if net_filter and net not in net_filter:
-            continue
-        model_cfg = model_config(str(folder), net, config["networks"][net])
-        npz = str(folder / net / "demo" / "data.npz")
+    for run in finished_networks(results, max_points, net_filter):
+        net, net_dir, model_cfg, npz = run.name, run.folder, run.model_cfg, run.npz
         baseline = json.loads((net_dir / "baseline.json").read_text())
-        cands = CandidateSet(pq.read_table(net_dir / "candidates.parquet"),
-                             pq.read_table(net_dir / "layers.parquet").to_pylist())
-        validated = sorted(pq.read_table(net_dir / "front_validated.parquet").to_pylist(), key=lambda v: v["cr"])
-        if len(validated) > max_points:
-            validated = [validated[i] for i in np.linspace(0, len(validated) - 1, max_points).round().astype(int)]
+        cands, validated = run.candidates, run.validated
         names = cands.layer_names
         splits = {s: load_split(npz, s) for s in ("calib", "test")}
         stats = gather_statistics(Evaluator(build_model(model_cfg), splits["calib"], batch_size=500, layers=names),

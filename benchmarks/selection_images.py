@@ -15,13 +15,10 @@ on its own training images, so they would understate the changes.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+from finished_runs import finished_networks  # benchmarks/, next to this script
 
-from weight_sharing.candidates import CandidateSet
-from weight_sharing.config import load_config, model_config
 from weight_sharing.data import Split, load_split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.models import build_model
@@ -32,14 +29,11 @@ def main():
     ap.add_argument("results", help="results folder of a finished run of configs/benchmark.yaml with demo.n_select")
     ap.add_argument("--max-points", type=int, default=8)
     args = ap.parse_args()
-    folder = Path(args.results)
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "benchmark.yaml")
     print("| network | points | mean changed on training images [%] | on held-out selection images [%] "
           "| on calibration images [%] | held-out / training |")
     print("|---|---|---|---|---|---|")
-    for net_dir in sorted(p.parent for p in folder.glob("*/front_validated.parquet")):
-        net = net_dir.name
-        npz = str(net_dir / "demo" / "data.npz")
+    for run in finished_networks(args.results, args.max_points):
+        net, npz, cands, validated = run.name, run.npz, run.candidates, run.validated
         with np.load(npz) as z:
             if "x_select" not in z.files:
                 print(f"| {net} | no x_select in {npz} | | | | |")
@@ -48,12 +42,7 @@ def main():
         calib = load_split(npz, "calib")
         splits = {"train": Split(x=x_train, y=None, mean=calib.mean, std=calib.std),
                   "select": load_split(npz, "select"), "calib": calib}
-        cands = CandidateSet(pq.read_table(net_dir / "candidates.parquet"),
-                             pq.read_table(net_dir / "layers.parquet").to_pylist())
-        validated = sorted(pq.read_table(net_dir / "front_validated.parquet").to_pylist(), key=lambda v: v["cr"])
-        if len(validated) > args.max_points:
-            validated = [validated[i] for i in np.linspace(0, len(validated) - 1, args.max_points).round().astype(int)]
-        model_cfg = model_config(str(folder), net, config["networks"][net])
+        model_cfg = run.model_cfg
         changed = {}
         for name, split in splits.items():
             ev = Evaluator(build_model(model_cfg), split, batch_size=500, layers=cands.layer_names,

@@ -1,0 +1,43 @@
+"""The networks of a finished run of ``configs/benchmark.yaml``, for the benchmark scripts that measure
+its validated points again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from weight_sharing.candidates import CandidateSet
+from weight_sharing.config import load_config, model_config
+
+
+@dataclass
+class FinishedNetwork:
+    name: str
+    folder: Path
+    model_cfg: dict
+    npz: str
+    candidates: CandidateSet
+    validated: list[dict]
+
+
+def finished_networks(results: str, max_points: int, names: list[str] | None = None):
+    """Each network of the run (demo networks: data and checkpoint under the results folder) with at
+    most ``max_points`` of its validated points, spread evenly over their CR range."""
+    folder = Path(results)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "benchmark.yaml")
+    for net_dir in sorted(p.parent for p in folder.glob("*/front_validated.parquet")):
+        if names and net_dir.name not in names:
+            continue
+        validated = sorted(pq.read_table(net_dir / "front_validated.parquet").to_pylist(), key=lambda v: v["cr"])
+        if len(validated) > max_points:
+            validated = [validated[i] for i in np.linspace(0, len(validated) - 1, max_points).round().astype(int)]
+        yield FinishedNetwork(
+            name=net_dir.name, folder=net_dir,
+            model_cfg=model_config(str(folder), net_dir.name, config["networks"][net_dir.name]),
+            npz=str(net_dir / "demo" / "data.npz"),
+            candidates=CandidateSet(pq.read_table(net_dir / "candidates.parquet"),
+                                    pq.read_table(net_dir / "layers.parquet").to_pylist()),
+            validated=validated)
