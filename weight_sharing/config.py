@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from .bound import network_bound
-from .data import check_disjoint, check_npz
+from .data import SELECT, check_disjoint, check_npz
 from .demo import MNIST_DIGITS
 from .models import architecture, build_model, create_model, layer_records
 from .sweep import resolve_grid
@@ -74,7 +74,12 @@ def model_config(results: str, net: str, net_cfg: dict) -> dict:
 
 
 def check_network(config: dict, net: str) -> list[dict]:
-    """Check one network's model and data before any work; return its shared-layer table."""
+    """Check one network's model and data before any work; return its shared-layer table.
+
+    ``select.split: unlabelled`` needs selection images: a demo network's are ``demo.n_select`` digits
+    held out of training, a network's own .npz must hold ``x_select`` (its training images cannot stand
+    in: a network may change far fewer of its predictions on them, measured 2.3x and 12.6x fewer on two
+    benchmark networks, benchmarks/README.md)."""
     net_cfg = config["networks"][net]
     key = f"networks.{net}"
     model_cfg = net_cfg["model"]
@@ -87,6 +92,10 @@ def check_network(config: dict, net: str) -> list[dict]:
         except ValueError as exc:
             raise ConfigError(f"{key}.{exc}") from exc
         _num_classes(model, DEMO_IMAGE_SHAPE, f"{key}.demo: the MNIST digits (1 x 28 x 28)")
+        if config["select"]["split"] == "unlabelled" and config["demo"]["n_select"] < 1:
+            raise ConfigError(f"select.split: unlabelled, but demo.n_select is 0: the demo network {net!r} has no "
+                              "held-out selection images; set demo.n_select >= 1 (digits held out of training) or "
+                              "select.split: calib")
         return layer_records(model, DEMO_IMAGE_SHAPE)
     if "data" not in net_cfg:
         raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
@@ -101,6 +110,10 @@ def check_network(config: dict, net: str) -> list[dict]:
     if bool(data.get("npz")) == bool(data.get("root")):
         raise ConfigError(f"{key}.data: give exactly one of npz (ready splits) or root (an image folder)")
     if data.get("root"):
+        if config["select"]["split"] == "unlabelled":
+            raise ConfigError(f"select.split: unlabelled needs unlabelled selection images, but {key}.data.root (an "
+                              "image folder) has none; decode it to an .npz, add x_select and give data.npz, or set "
+                              "select.split: calib")
         return _check_image_folder(key, model, model_cfg, data)
     try:
         info = check_npz(net_cfg["data"]["npz"])
@@ -113,8 +126,12 @@ def check_network(config: dict, net: str) -> list[dict]:
         check_npz(net_cfg["data"]["npz"], num_classes=num_classes)
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc} (the model has {num_classes} classes)") from exc
+    if config["select"]["split"] == "unlabelled" and SELECT not in info:
+        raise ConfigError(f"select.split: unlabelled, but {key}.data.npz {data['npz']!r} has no x_select array "
+                          "(uint8 N x C x H x W unlabelled images); add one or set select.split: calib")
     try:
-        check_disjoint(net_cfg["data"]["npz"], allow_shared=bool(data.get("allow_shared_images")))
+        check_disjoint(net_cfg["data"]["npz"], allow_shared=bool(data.get("allow_shared_images")),
+                       splits=("calib", SELECT) if SELECT in info else ("calib",))
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc}") from exc
     return layer_records(model, info["image_shape"])
@@ -185,33 +202,7 @@ def check_config(config: dict) -> dict[str, list[dict]]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
     layers = {net: check_network(config, net) for net in config["networks"]}
     check_sharing(config["sharing"], layers)
-    check_selection(config)
     return layers
-
-
-def check_selection(config: dict) -> None:
-    """``select.split: unlabelled`` needs selection images for every network: a demo network's are
-    ``demo.n_select`` digits held out of training; a network's own .npz must hold ``x_select``. (The training
-    images cannot stand in: a network may change far fewer of its predictions on them; measured on the
-    benchmark networks: 2.3x and 12.6x fewer than on held-out digits, 1.0x for an underfit one.)"""
-    if config["select"]["split"] != "unlabelled":
-        return
-    for net, net_cfg in config["networks"].items():
-        if net_cfg.get("demo"):
-            if config["demo"]["n_select"] < 1:
-                raise ConfigError(f"select.split: unlabelled, but demo.n_select is 0: the demo network {net!r} "
-                                  "has no held-out selection images; set demo.n_select >= 1 (digits held out of "
-                                  "training) or select.split: calib")
-            continue
-        data = net_cfg["data"]
-        where = f"networks.{net}.data"
-        if data.get("root"):
-            raise ConfigError(f"select.split: unlabelled needs unlabelled selection images, but {where}.root (an image "
-                              "folder) has none; decode it to an .npz, add x_select and give data.npz, or set "
-                              "select.split: calib")
-        if "select" not in check_npz(data["npz"]):
-            raise ConfigError(f"select.split: unlabelled, but {where}.npz {data['npz']!r} has no x_select array "
-                              "(uint8 N x C x H x W unlabelled images); add one or set select.split: calib")
 
 
 def check_sharing(sharing: dict, layers: dict[str, list[dict]]) -> None:

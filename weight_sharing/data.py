@@ -169,10 +169,10 @@ def load_split(path: str | Path, split: str) -> Split:
     if split not in (*SPLITS, SELECT):
         raise ValueError(f"split must be one of {(*SPLITS, SELECT)}, got {split!r}")
     path = Path(path)
-    with np.load(path) as z:
-        if f"x_{split}" not in z.files:
-            raise ValueError(f"data.npz {str(path)!r}: no x_{split} array (the {split} split)")
-    x = _npz_member(path, f"x_{split}")
+    try:
+        x = _npz_member(path, f"x_{split}")
+    except KeyError:
+        raise ValueError(f"data.npz {str(path)!r}: no x_{split} array (the {split} split)") from None
     with np.load(path) as z:
         if x is None:
             x = np.ascontiguousarray(z[f"x_{split}"])
@@ -199,11 +199,9 @@ def shared_images(path: str | Path, split: str = "calib") -> int:
     return int(np.isin(image_hashes(other.x), image_hashes(test.x)).sum())
 
 
-def check_disjoint(path: str | Path, allow_shared: bool = False) -> None:
-    """ValueError when the calibration (or selection) images and the test split share images: the test
-    figures would then not be held out from the choices."""
-    with np.load(path) as z:
-        splits = ["calib"] + ([SELECT] if f"x_{SELECT}" in z.files else [])
+def check_disjoint(path: str | Path, allow_shared: bool = False, splits=("calib",)) -> None:
+    """ValueError when the images of ``splits`` (calibration, and the selection images where the .npz has
+    them) and the test split share images: the test figures would then not be held out from the choices."""
     for split in splits:
         n = shared_images(path, split)
         if n and not allow_shared:

@@ -248,14 +248,12 @@ class Evaluator:
             pred[i:i + len(logits)] = logits.argmax(dim=1)
 
         self._pass(reduce)
-        changed = int((pred != ref_pred).sum()) / self.n
+        fidelity = {"kl": max(float(kl) / self.n, 0.0), "changed": int((pred != ref_pred).sum()) / self.n, "n": self.n}
         if self.y is None:  # unlabelled: fidelity to the baseline only
-            return Measurement(accuracy=float("nan"), kl=max(float(kl) / self.n, 0.0), changed=changed, broken=0,
-                               fixed=0, n=self.n)
+            return Measurement(accuracy=float("nan"), broken=0, fixed=0, **fidelity)
         right, base_right = pred == self.y, ref_pred == self.y
-        return Measurement(accuracy=int(right.sum()) / self.n, kl=max(float(kl) / self.n, 0.0),
-                           changed=changed, broken=int((base_right & ~right).sum()),
-                           fixed=int((~base_right & right).sum()), n=self.n)
+        return Measurement(accuracy=int(right.sum()) / self.n, broken=int((base_right & ~right).sum()),
+                           fixed=int((~base_right & right).sum()), **fidelity)
 
     @torch.no_grad()
     def apply(self, codebooks: Mapping[str, Codebook]) -> None:

@@ -101,7 +101,8 @@ def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parqu
     if points and all(r.get(c) is not None for r in points for c in calib_columns):
         # refine measured every point on calibration already: only the test split is left
         measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  splits=splits_for(selection)[1:], bias_statistics=bias_statistics,
+                                  splits=tuple(s for s in splits_for(selection) if s != "calib"),
+                                  bias_statistics=bias_statistics,
                                   reestimate_batchnorm=reestimate_batchnorm)
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
