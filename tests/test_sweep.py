@@ -1,7 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from weight_sharing import sweep
+from weight_sharing.correct import gather_statistics, refit_centroids
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.kmeans import kmeans_grid
@@ -48,6 +52,39 @@ def test_parallel_clustering_gives_the_same_sweep():
     assert serial.column("k").to_pylist()[:4] == [2, 4, 16, 150]
     # the weights are restored after the sweep
     assert ev.accuracy() == base
+
+
+def test_refit_values_kept_only_where_the_network_kl_is_lower(monkeypatch):
+    """correct.centroids: each row keeps the refit values only where they lower the network's KL,
+    and a row's KL is the network measured with the values it stores."""
+    ev = _evaluator()
+    base = ev.accuracy()
+    layers, grid = ["conv1", "conv2", "fc1", "fc3"], [2, 4, 16]
+    stats = gather_statistics(ev, second_moment=True)
+    refit = {l: (stats[l]["second"], None) for l in layers}
+    plain = sweep_layers(ev, layers, grid, base, max_bins=1 << 16)[0].to_pylist()
+    rows = sweep_layers(ev, layers, grid, base, max_bins=1 << 16, refit=refit)[0].to_pylist()
+    assert not any(r["refit"] for r in plain)
+    assert 0 < sum(r["refit"] for r in rows) < len(rows)  # both outcomes occur here
+    books = {(l, k): cb for l in layers
+             for k, cb in kmeans_grid(ev.originals[l].numpy().ravel(), layer_grid(grid, ev.originals[l].numel())).items()}
+    for p, r in zip(plain, rows):
+        assert (r["layer"], r["k"]) == (p["layer"], p["k"])
+        assert r["kmeans_kl"] == p["kl"]  # the k-means values measured either way
+        cb = books[r["layer"], r["k"]]
+        if r["refit"]:
+            expected = refit_centroids(ev.originals[r["layer"]], cb, stats[r["layer"]]["second"])
+            assert np.allclose(r["centroids"], expected.centroids, rtol=1e-6, atol=1e-7)
+            assert r["kl"] < r["kmeans_kl"]
+        else:
+            assert r["centroids"] == p["centroids"] and r["kl"] == p["kl"]
+        with ev.applied({r["layer"]: sweep.codebook_from_row(r)}):
+            assert ev.measure().kl == pytest.approx(r["kl"], rel=1e-9, abs=1e-15)
+    # a refit that hurts everywhere is never kept: the sweep is the plain one
+    monkeypatch.setattr(sweep, "refit_centroids", lambda w, cb, *a, **kw: replace(cb, centroids=3 * cb.centroids))
+    hurt = sweep_layers(ev, layers, grid, base, max_bins=1 << 16, refit=refit)[0].to_pylist()
+    assert not any(r["refit"] for r in hurt)
+    assert [(r["centroids"], r["kl"], r["inertia"]) for r in hurt] == [(p["centroids"], p["kl"], p["inertia"]) for p in plain]
 
 
 def test_sweep_rejects_unknown_layer():

@@ -2,7 +2,12 @@
 
 Each row records the optimal 1-D k-means codebook of that K (thresholds and
 centroids, so no later stage clusters again) and the network's calibration
-top-1 and KL to the baseline with only that layer shared.
+top-1 and KL to the baseline with only that layer shared. With
+``correct.centroids`` the values refit to the layer's output are stored instead
+where, and only where, they give the network a lower calibration KL than the
+k-means values: a least-squares fit of the layer's pre-activation output can
+move the network the wrong way (a ReLU after the layer discards part of what it
+fits), most at the coarsest K, so each refit is checked on the network it serves.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ SWEEP_SCHEMA = pa.schema([
     ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
     ("changed", pa.float64()), ("broken", pa.int64()), ("fixed", pa.int64()),
     ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
+    ("refit", pa.bool_()), ("kmeans_kl", pa.float64()),
     ("seconds", pa.float64()),
 ])
 
@@ -135,25 +141,36 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
     """One row per codebook: the codebook and the network's calibration accuracy with only this layer shared.
 
     ``refit``: (input second moment, input mean or None) of the layer: the codebook values are
-    refit to its output first (``correct.centroids``; the mean is given when the bias is corrected too).
+    also refit to its output (``correct.centroids``; the mean is given when the bias is corrected
+    too) and the refit values are kept where the network's calibration KL is lower with them
+    (``refit`` column; ``kmeans_kl``: the KL with the k-means values, measured either way).
     """
     rows = []
     progress = Progress(len(books), f"sweep {layer}")
     original = evaluator.originals[layer]
+    kept = 0
     for i, (groups, k) in enumerate(sorted(books, key=lambda key: (key[1], key[0]))):
         cb = books[groups, k]
         t = time.perf_counter()
-        if refit is not None:
-            cb = refit_centroids(original, cb, refit[0], refit[1], device=evaluator.device)
-            _, shared = shared_weight(original, cb)  # the weight error of the refit values
-            cb = replace(cb, inertia=float(((original - shared).double() ** 2).sum()))
         with evaluator.applied({layer: cb}):
             m = evaluator.measure()
+        kmeans_kl, refitted = m.kl, False
+        if refit is not None:
+            fitted = refit_centroids(original, cb, refit[0], refit[1], device=evaluator.device)
+            _, shared = shared_weight(original, fitted)  # the weight error of the refit values
+            fitted = replace(fitted, inertia=float(((original - shared).double() ** 2).sum()))
+            with evaluator.applied({layer: fitted}):
+                fitted_m = evaluator.measure()
+            if fitted_m.kl < m.kl:
+                cb, m, refitted = fitted, fitted_m, True
+                kept += 1
         rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
                      "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
                      "thresholds": np.ravel(cb.thresholds).tolist(), "centroids": np.ravel(cb.centroids).tolist(),
-                     "seconds": time.perf_counter() - t})
+                     "refit": refitted, "kmeans_kl": kmeans_kl, "seconds": time.perf_counter() - t})
         progress.step(i + 1)
+    if refit is not None:
+        log.info("%s: refit values kept for %d of %d codebooks (lower calibration KL)", layer, kept, len(books))
     return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA)
 
 
