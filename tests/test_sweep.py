@@ -64,13 +64,14 @@ def test_refit_values_kept_only_where_the_network_kl_is_lower(monkeypatch):
     refit = {l: (stats[l]["second"], None) for l in layers}
     plain = sweep_layers(ev, layers, grid, base, max_bins=1 << 16)[0].to_pylist()
     rows = sweep_layers(ev, layers, grid, base, max_bins=1 << 16, refit=refit)[0].to_pylist()
-    assert not any(r["refit"] for r in plain)
+    assert not any(r["refit"] for r in plain) and all(r["refit_kl"] is None for r in plain)
     assert 0 < sum(r["refit"] for r in rows) < len(rows)  # both outcomes occur here
     books = {(l, k): cb for l in layers
              for k, cb in kmeans_grid(ev.originals[l].numpy().ravel(), layer_grid(grid, ev.originals[l].numel())).items()}
     for p, r in zip(plain, rows):
         assert (r["layer"], r["k"]) == (p["layer"], p["k"])
         assert r["kmeans_kl"] == p["kl"]  # the k-means values measured either way
+        assert r["kl"] == min(r["kmeans_kl"], r["refit_kl"])
         cb = books[r["layer"], r["k"]]
         if r["refit"]:
             expected = refit_centroids(ev.originals[r["layer"]], cb, stats[r["layer"]]["second"])

@@ -37,7 +37,7 @@ SWEEP_SCHEMA = pa.schema([
     ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
     ("changed", pa.float64()), ("broken", pa.int64()), ("fixed", pa.int64()),
     ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
-    ("refit", pa.bool_()), ("kmeans_kl", pa.float64()),
+    ("refit", pa.bool_()), ("kmeans_kl", pa.float64()), ("refit_kl", pa.float64()),
     ("seconds", pa.float64()),
 ])
 
@@ -143,7 +143,8 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
     ``refit``: (input second moment, input mean or None) of the layer: the codebook values are
     also refit to its output (``correct.centroids``; the mean is given when the bias is corrected
     too) and the refit values are kept where the network's calibration KL is lower with them
-    (``refit`` column; ``kmeans_kl``: the KL with the k-means values, measured either way).
+    (``refit`` column; ``kmeans_kl`` / ``refit_kl``: the KL with either set of values, the latter null
+    without ``refit``).
     """
     rows = []
     progress = Progress(len(books), f"sweep {layer}")
@@ -154,20 +155,21 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
         t = time.perf_counter()
         with evaluator.applied({layer: cb}):
             m = evaluator.measure()
-        kmeans_kl, refitted = m.kl, False
+        kmeans_kl, refit_kl, refitted = m.kl, None, False
         if refit is not None:
             fitted = refit_centroids(original, cb, refit[0], refit[1], device=evaluator.device)
             _, shared = shared_weight(original, fitted)  # the weight error of the refit values
             fitted = replace(fitted, inertia=float(((original - shared).double() ** 2).sum()))
             with evaluator.applied({layer: fitted}):
                 fitted_m = evaluator.measure()
+            refit_kl = fitted_m.kl
             if fitted_m.kl < m.kl:
                 cb, m, refitted = fitted, fitted_m, True
                 kept += 1
         rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
                      "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
                      "thresholds": np.ravel(cb.thresholds).tolist(), "centroids": np.ravel(cb.centroids).tolist(),
-                     "refit": refitted, "kmeans_kl": kmeans_kl, "seconds": time.perf_counter() - t})
+                     "refit": refitted, "kmeans_kl": kmeans_kl, "refit_kl": refit_kl, "seconds": time.perf_counter() - t})
         progress.step(i + 1)
     if refit is not None:
         log.info("%s: refit values kept for %d of %d codebooks (lower calibration KL)", layer, kept, len(books))
