@@ -2,7 +2,8 @@
 
 Wall times depend on the machine and on what else ran beside the jobs; the number of
 images pushed through the network does not. For every network under each results
-folder, counts the evaluations each evaluating stage made (sweep: one per swept K;
+folder, counts the evaluations each evaluating stage made (sweep: one per swept K, two where the
+refit centroid values were measured too (``refit_kl``, ``correct.centroids``);
 sample: one per combination; refine: one per front point measured; validate and
 uniform: one per point on each split) and the images they took, and prints them with
 the stage's summed job wall time (Snakemake benchmark files).
@@ -25,7 +26,11 @@ def evaluations(net: Path) -> dict[str, tuple[int, int]]:
     """Stage -> (evaluations, images)."""
     base = json.loads((net / "baseline.json").read_text())
     calib, test = base["calib_images"], base["test_images"]
-    sweep = sum(pq.read_metadata(f).num_rows for f in (net / "sweep").glob("*.parquet"))
+    sweep = 0
+    for f in (net / "sweep").glob("*.parquet"):
+        table = pq.read_table(f)
+        no_refit = table.column("refit_kl").null_count if "refit_kl" in table.column_names else table.num_rows
+        sweep += 2 * table.num_rows - no_refit
     samples = sum(pq.read_metadata(f).num_rows for f in (net / "samples").glob("*.parquet"))
     out = {"sweep": (sweep, sweep * calib), "sample": (samples, samples * calib)}
     if (net / "refine.json").exists():
