@@ -33,7 +33,7 @@ def main():
             if not rows:
                 continue  # a run without correct.centroids, or from before the check
             ratio = np.array([r["kl"] / r["kmeans_kl"] for r in rows if r["kmeans_kl"] > 0])
-            worse = [r for r in rows if r["refit_kl"] > args.worse * r["kmeans_kl"]]
+            worse = [r for r in rows if r["kmeans_kl"] > 0 and r["refit_kl"] > args.worse * r["kmeans_kl"]]
             worst = "0"
             if worse:
                 w = max(worse, key=lambda r: r["refit_kl"] / r["kmeans_kl"])
