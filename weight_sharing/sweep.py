@@ -169,7 +169,8 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
         rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
                      "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
                      "thresholds": np.ravel(cb.thresholds).tolist(), "centroids": np.ravel(cb.centroids).tolist(),
-                     "refit": refitted, "kmeans_kl": kmeans_kl, "refit_kl": refit_kl, "seconds": time.perf_counter() - t})
+                     "refit": refitted, "kmeans_kl": kmeans_kl, "refit_kl": refit_kl,
+                     "seconds": time.perf_counter() - t})
         progress.step(i + 1)
     if refit is not None:
         log.info("%s: refit values kept for %d of %d codebooks (lower calibration KL)", layer, kept, len(books))
