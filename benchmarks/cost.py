@@ -28,9 +28,10 @@ def evaluations(net: Path) -> dict[str, tuple[int, int]]:
     calib, test = base["calib_images"], base["test_images"]
     sweep = 0
     for f in (net / "sweep").glob("*.parquet"):
-        table = pq.read_table(f)
-        no_refit = table.column("refit_kl").null_count if "refit_kl" in table.column_names else table.num_rows
-        sweep += 2 * table.num_rows - no_refit
+        rows = pq.read_metadata(f).num_rows
+        refit = (rows - pq.read_table(f, columns=["refit_kl"]).column(0).null_count
+                 if "refit_kl" in pq.read_schema(f).names else 0)
+        sweep += rows + refit
     samples = sum(pq.read_metadata(f).num_rows for f in (net / "samples").glob("*.parquet"))
     out = {"sweep": (sweep, sweep * calib), "sample": (samples, samples * calib)}
     if (net / "refine.json").exists():

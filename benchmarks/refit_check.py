@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+COLUMNS = ["layer", "k", "kl", "refit", "kmeans_kl", "refit_kl"]
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,8 +30,9 @@ def main():
     print("|---|---|---|---|---|---|")
     for results in args.results:
         for sweep_dir in sorted(Path(results).glob("*/sweep")):
-            rows = [r for f in sorted(sweep_dir.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
-            rows = [r for r in rows if r.get("refit_kl") is not None]
+            files = [f for f in sorted(sweep_dir.glob("*.parquet")) if "refit_kl" in pq.read_schema(f).names]
+            rows = [r for f in files for r in pq.read_table(f, columns=COLUMNS).to_pylist()
+                    if r["refit_kl"] is not None]
             if not rows:
                 continue  # a run without correct.centroids, or from before the check
             ratio = np.array([r["kl"] / r["kmeans_kl"] for r in rows if r["kmeans_kl"] > 0])

@@ -22,6 +22,7 @@ from finished_runs import finished_networks  # benchmarks/, next to this script
 from weight_sharing.data import Split, load_split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.models import build_model
+from weight_sharing.validate import measure_all
 
 
 def main():
@@ -42,17 +43,12 @@ def main():
         calib = load_split(npz, "calib")
         splits = {"train": Split(x=x_train, y=None, mean=calib.mean, std=calib.std),
                   "select": load_split(npz, "select"), "calib": calib}
-        model_cfg = run.model_cfg
+        books = [cands.codebooks_of(v["choice"]) for v in validated]
         changed = {}
         for name, split in splits.items():
-            ev = Evaluator(build_model(model_cfg), split, batch_size=500, layers=cands.layer_names,
+            ev = Evaluator(build_model(run.model_cfg), split, batch_size=500, layers=cands.layer_names,
                            batchnorm_split=calib)
-            values = []
-            for v in validated:
-                ev.apply(cands.codebooks_of(v["choice"]))
-                values.append(ev.measure().changed)
-                ev.restore()
-            changed[name] = float(np.mean(values))
+            changed[name] = float(np.mean([m.changed for m in measure_all(ev, books, f"{net} ({name})")]))
         ratio = changed["select"] / changed["train"] if changed["train"] else float("inf")
         print(f"| {net} | {len(validated)} | {100 * changed['train']:.2f} | {100 * changed['select']:.2f} "
               f"| {100 * changed['calib']:.2f} | {ratio:.1f}x |")

@@ -52,10 +52,15 @@ def meets_bound(accuracy, baseline_accuracy: float, bound: float):
     return np.asarray(accuracy, dtype=np.float64) >= bound * baseline_accuracy - TOLERANCE
 
 
-def loss_upper_bound(broken, fixed, n: int, confidence: float):
-    """One-sided upper confidence bound of the accuracy loss from paired per-image outcomes."""
+def check_confidence(confidence: float) -> None:
+    """``select.confidence`` is a one-sided level: 0.5 (the measured value itself) up to, not including, 1."""
     if not 0.5 <= confidence < 1:
         raise ValueError(f"select.confidence: {confidence}; allowed: 0.5 <= confidence < 1")
+
+
+def loss_upper_bound(broken, fixed, n: int, confidence: float):
+    """One-sided upper confidence bound of the accuracy loss from paired per-image outcomes."""
+    check_confidence(confidence)
     broken, fixed = np.asarray(broken, dtype=np.float64), np.asarray(fixed, dtype=np.float64)
     loss = (broken - fixed) / n
     var = np.maximum((broken + fixed) / n - loss * loss, 0.0) * n / max(n - 1, 1)
@@ -81,8 +86,7 @@ def changed_upper_bound(changed, n, confidence: float):
     (Clopper-Pearson) bound, because the normal approximation under-covers at the small fractions that
     matter (measured: 14% instead of 10% of draws at a true 0.9% of 3,500 images pass at confidence
     0.9); ``confidence`` 0.5 is the measured fraction itself."""
-    if not 0.5 <= confidence < 1:
-        raise ValueError(f"select.confidence: {confidence}; allowed: 0.5 <= confidence < 1")
+    check_confidence(confidence)
     from scipy.stats import beta
 
     p = np.asarray(changed, dtype=np.float64)

