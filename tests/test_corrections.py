@@ -271,3 +271,68 @@ def test_batchnorm_reestimated_on_calibration_images_and_restored():
     assert not torch.allclose(bn.running_mean, saved)
     ev.restore()
     assert torch.equal(bn.running_mean, saved)
+
+
+def test_calibration_measurement_cross_fits_reestimated_batchnorm():
+    """With BatchNorm re-estimated on the calibration images, each half of them is measured with the
+    statistics of the other half (by hand below); predictions and the test split use all of them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(16, 10)).eval()
+    with torch.no_grad():  # trained-looking statistics, far from the shared network's
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    calib, test = digits_split(n=41, seed=1), digits_split(seed=2)  # odd: folds of 21 and 20 images
+    ev = Evaluator(model, calib, device="cpu", batchnorm_split=calib, batch_size=64)
+    ev_test = Evaluator(model, test, device="cpu", batchnorm_split=calib, batch_size=64)
+    assert ev.crossfit and not ev_test.crossfit
+    base = copy.deepcopy(model)
+    books = {"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [2])[2]}
+    _, shared = shared_weight(ev.originals["0"], books["0"])
+
+    def normalised(split):
+        return (torch.from_numpy(split.x).float() - ev.mean) / ev.std
+
+    def by_hand(stat_images, images):
+        """The shared network with BatchNorm statistics of ``stat_images`` (one batch: the batch mean and
+        unbiased variance of the convolution's output), applied to ``images``."""
+        m = copy.deepcopy(base)
+        with torch.no_grad():
+            m[0].weight.copy_(shared)
+            h = m[0](stat_images)
+            m[1].running_mean.copy_(h.mean((0, 2, 3)))
+            m[1].running_var.copy_(h.transpose(0, 1).reshape(4, -1).var(1, unbiased=True))
+            return m(images)
+
+    def kl_and_counts(logits, ref, y):
+        ref_logp, logp = torch.log_softmax(ref.double(), 1), torch.log_softmax(logits.double(), 1)
+        kl = float((ref_logp.exp() * (ref_logp - logp)).sum())
+        pred, ref_pred = logits.argmax(1), ref.argmax(1)
+        return kl, int(((ref_pred == y) & (pred != y)).sum()), int(((ref_pred != y) & (pred == y)).sum())
+
+    x, y = normalised(calib), torch.from_numpy(calib.y)
+    with torch.no_grad():
+        ref = base(x)
+    halves = [np.arange(0, 41, 2), np.arange(1, 41, 2)]
+    logits = torch.empty(41, 10)
+    for f, rows in enumerate(halves):
+        logits[rows] = by_hand(x[halves[1 - f]], x[rows])
+    kl, broken, fixed = kl_and_counts(logits, ref, y)
+    ev.apply(books)
+    m = ev.measure()
+    assert m.kl == pytest.approx(kl / 41, rel=1e-5) and (m.broken, m.fixed) == (broken, fixed)
+    assert m.accuracy == pytest.approx(int((logits.argmax(1) == y).sum()) / 41)
+    # measured in-sample (statistics of all 41 images) the KL would differ: the cross-fitting is what is measured
+    in_sample = kl_and_counts(by_hand(x, x), ref, y)
+    assert in_sample[0] / 41 != pytest.approx(m.kl, rel=1e-5)
+    # the predictions (what the export keeps) use the statistics of every calibration image
+    assert torch.equal(ev.predictions(), by_hand(x, x).argmax(1))
+    assert ev.measure().kl == pytest.approx(m.kl, rel=1e-9)  # the next measurement cross-fits again
+    ev.restore()
+    # the test split: the statistics of all calibration images, as the exported model
+    ev_test.apply(books)
+    with torch.no_grad():
+        ref_test = base(normalised(test))
+    kl_t, broken_t, fixed_t = kl_and_counts(by_hand(x, normalised(test)), ref_test, torch.from_numpy(test.y))
+    mt = ev_test.measure()
+    assert mt.kl == pytest.approx(kl_t / 40, rel=1e-5) and (mt.broken, mt.fixed) == (broken_t, fixed_t)
