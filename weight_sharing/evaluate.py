@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESIDENT_FRACTION = 0.25  # a split stays on the GPU when it takes at most this share of free memory
-BATCHNORM_FOLDS = 2  # cross-fitting folds of the calibration images when BatchNorm is re-estimated on them
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -114,18 +113,11 @@ class Evaluator:
         self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
         # BatchNorm re-estimation (``correct.bn``): after codebooks are applied, the running statistics
-        # of every BatchNorm layer are re-estimated on ``batchnorm_split`` (the calibration images).
-        # Measured on those same images, statistics fitted to them would flatter the network (measured:
-        # a ResNet "fixed" 0.6% of its calibration images against 0.1% of the test images), so there the
-        # measurement is cross-fitted: each fold of images is measured with the statistics of the others.
+        # of every BatchNorm layer are re-estimated on ``batchnorm_split`` (the calibration images)
         self.batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                            and m.track_running_stats] if batchnorm_split is not None else []
         self._bn_source = None
-        self.crossfit = False  # measure() cross-fits the statistics (this split is the one they come from)
-        self._bn_applied = False  # codebooks applied since restore: the statistics are to be re-estimated
-        self._bn_full = False  # the running statistics are those of the whole calibration split
         if self.batchnorms:
-            self.crossfit = batchnorm_split is split and self.n >= BATCHNORM_FOLDS
             self._bn_source = self if batchnorm_split is split else Evaluator(
                 model, batchnorm_split, batch_size=batch_size, device=device, precision=precision,
                 channels_last=channels_last, layers=layers, resident=resident)
@@ -142,31 +134,19 @@ class Evaluator:
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(count)
 
-    def _reestimate_batchnorm(self, rows: np.ndarray | None = None) -> None:
-        """One pass over the calibration images (``rows`` of them; all by default) in training mode with
-        a cumulative average (momentum None)."""
+    def _reestimate_batchnorm(self) -> None:
+        """One pass over the calibration images in training mode with a cumulative average (momentum None)."""
         momenta = [m.momentum for m in self.batchnorms]
         for m in self.batchnorms:
             m.reset_running_stats()
             m.momentum = None
             m.train()
         try:
-            self._bn_source._pass(lambda rows, logits: None, rows)
+            self._bn_source.predictions()
         finally:
             for m, momentum in zip(self.batchnorms, momenta):
                 m.momentum = momentum
                 m.eval()
-
-    def folds(self) -> list[np.ndarray]:
-        """The cross-fitting folds of the split: every ``BATCHNORM_FOLDS``-th image (interleaved, so a
-        split stored in class order still gives folds of every class)."""
-        return [np.arange(f, self.n, BATCHNORM_FOLDS) for f in range(BATCHNORM_FOLDS)]
-
-    def _full_batchnorm(self) -> None:
-        """The statistics of the whole calibration split (what the exported model keeps)."""
-        if self._bn_applied and not self._bn_full:
-            self._reestimate_batchnorm()
-            self._bn_full = True
 
     def release(self) -> None:
         """Free the device memory held for the split and the reference outputs."""
@@ -181,48 +161,42 @@ class Evaluator:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _host_batch(self, rows) -> torch.Tensor:
-        t = torch.from_numpy(np.array(self.host_x[rows]))  # a writable copy of the batch
+    def _host_batch(self, i: int) -> torch.Tensor:
+        t = torch.from_numpy(np.array(self.host_x[i:i + self.batch_size]))  # a writable copy of the batch
         return t.pin_memory() if self.device.type == "cuda" else t
 
-    def _batches(self, rows: np.ndarray | None = None):
-        """(positions in the split, batch) over the split in order, or over the image indices ``rows``
-        (positions: a slice, or an index tensor on the device)."""
-        if rows is None:
-            batches = [slice(i, min(i + self.batch_size, self.n)) for i in range(0, self.n, self.batch_size)]
-        else:
-            batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-        on_device = [b if isinstance(b, slice) else torch.from_numpy(b).to(self.device) for b in batches]
+    def _batches(self):
+        """(start, normalised float batch) over the split, in order."""
+        starts = range(0, self.n, self.batch_size)
         if self.x is not None:
-            for b in on_device:
-                yield b, self.x[b]
+            for i in starts:
+                yield i, self.x[i:i + self.batch_size]
             return
         with ThreadPoolExecutor(1, thread_name_prefix="split-reader") as pool:
-            pending = pool.submit(self._host_batch, batches[0]) if batches else None
-            for j, b in enumerate(on_device):
+            pending = pool.submit(self._host_batch, 0)
+            for i in starts:
                 host = pending.result()
-                if j + 1 < len(batches):
-                    pending = pool.submit(self._host_batch, batches[j + 1])
-                yield b, host.to(self.device, non_blocking=True)
+                if i + self.batch_size < self.n:
+                    pending = pool.submit(self._host_batch, i + self.batch_size)
+                yield i, host.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def _pass(self, reduce, rows: np.ndarray | None = None) -> None:
-        """One pass over the split (or its images ``rows``): ``reduce(positions, logits)`` for every batch."""
+    def _pass(self, reduce) -> None:
+        """One pass over the split: ``reduce(start, logits)`` for every batch."""
         with self._autocast():
-            for b, xb in self._batches(rows):
+            for i, xb in self._batches():
                 xb = (xb.float() - self.mean) / self.std
                 if self.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                reduce(b, self.forward(xb).float())
+                reduce(i, self.forward(xb).float())
 
     def predictions(self) -> torch.Tensor:
         """Top-1 class of every image (int64, on the device)."""
         out = torch.empty(self.n, dtype=torch.int64, device=self.device)
 
-        def keep(rows, logits):
-            out[rows] = logits.argmax(dim=1)
+        def keep(i, logits):
+            out[i:i + len(logits)] = logits.argmax(dim=1)
 
-        self._full_batchnorm()
         self._pass(keep)
         return out
 
@@ -238,17 +212,17 @@ class Evaluator:
         if self._reference is None:
             current = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                        for n, m in self.layers.items()}
-            current_bn = (self._batchnorm_state(), self._bn_applied, self._bn_full) if self.batchnorms else None
+            current_bn = self._batchnorm_state() if self.batchnorms else None
             self.restore()
             logp = None
             pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
 
-            def keep(rows, logits):
+            def keep(i, logits):
                 nonlocal logp
                 if logp is None:  # float64: KL of a mild perturbation is a small difference of large terms
                     logp = torch.empty(self.n, logits.shape[1], dtype=torch.float64, device=self.device)
-                logp[rows] = torch.log_softmax(logits.double(), dim=1)
-                pred[rows] = logits.argmax(dim=1)
+                logp[i:i + len(logits)] = torch.log_softmax(logits.double(), dim=1)
+                pred[i:i + len(logits)] = logits.argmax(dim=1)
 
             self._pass(keep)
             for n, m in self.layers.items():
@@ -256,34 +230,24 @@ class Evaluator:
                 if current[n][1] is not None:
                     m.bias.copy_(current[n][1])
             if current_bn is not None:
-                self._set_batchnorm_state(current_bn[0])
-                self._bn_applied, self._bn_full = current_bn[1:]
+                self._set_batchnorm_state(current_bn)
             self._reference = (logp, pred)
         return self._reference
 
     def measure(self) -> Measurement:
-        """Accuracy, KL to the unmodified model and changed predictions, in one pass (cross-fitted
-        where BatchNorm statistics re-estimated on this split would be measured on it: each fold
-        with the statistics of the other images, as many passes in all)."""
+        """Accuracy, KL to the unmodified model and changed predictions, in one pass."""
         ref_logp, ref_pred = self.reference()
         kl = torch.zeros((), dtype=torch.float64, device=self.device)
         pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
 
-        def reduce(rows, logits):
+        def reduce(i, logits):
             nonlocal kl
-            ref = ref_logp[rows]
+            ref = ref_logp[i:i + len(logits)]
             logp = torch.log_softmax(logits.double(), dim=1)
             kl += (ref.exp() * (ref - logp)).sum()
-            pred[rows] = logits.argmax(dim=1)
+            pred[i:i + len(logits)] = logits.argmax(dim=1)
 
-        if self.crossfit and self._bn_applied:
-            folds = self.folds()
-            for f, rows in enumerate(folds):
-                self._reestimate_batchnorm(np.concatenate([r for g, r in enumerate(folds) if g != f]))
-                self._pass(reduce, rows)
-            self._bn_full = False
-        else:
-            self._pass(reduce)
+        self._pass(reduce)
         fidelity = {"kl": max(float(kl) / self.n, 0.0), "changed": int((pred != ref_pred).sum()) / self.n, "n": self.n}
         if self.y is None:  # unlabelled: fidelity to the baseline only
             return Measurement(accuracy=float("nan"), broken=0, fixed=0, **fidelity)
@@ -302,9 +266,7 @@ class Evaluator:
                 shift = bias_shift(orig, shared, self.bias_means[name])
                 self.layers[name].bias.copy_(self.original_biases[name] + shift.to(orig.dtype))
         if self.batchnorms and codebooks:
-            self._bn_applied, self._bn_full = True, False
-            if not self.crossfit:  # cross-fitted: per fold in measure(), for the whole split on demand
-                self._full_batchnorm()
+            self._reestimate_batchnorm()
 
     @torch.no_grad()
     def restore(self, names=None) -> None:
@@ -314,7 +276,6 @@ class Evaluator:
                 self.layers[name].bias.copy_(self.original_biases[name])
         if self.batchnorms:
             self._set_batchnorm_state(self._bn_saved)
-            self._bn_applied = self._bn_full = False
 
     @contextlib.contextmanager
     def applied(self, codebooks: Mapping[str, Codebook]):
