@@ -23,13 +23,11 @@ loss; the test loss is measured by the workflow with the statistics of all calib
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from finished_runs import finished_networks  # benchmarks/, next to this script
+from finished_runs import baseline_of, finished_networks, network_folders  # benchmarks/, next to this script
 
 from weight_sharing.bound import allowed_loss, best_within, selectable
 from weight_sharing.data import Split, load_split
@@ -50,7 +48,7 @@ def crossfit(results: list[str], bound: float, confidence: float) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for folder in results:
         for run in finished_networks(folder, 10 ** 6):
-            b = json.loads((run.folder / "baseline.json").read_text())
+            b = baseline_of(run.folder)
             calib = load_split(run.npz, "calib")
             model = build_model(run.model_cfg)
             if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -88,7 +86,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="results folders of finished runs")
     ap.add_argument("--min-cr", type=float, default=0.0, help="only front points above this CR")
-    ap.add_argument("--crossfit", action="store_true", help="measure BatchNorm networks again, in-sample and cross-fitted")
+    ap.add_argument("--crossfit", action="store_true",
+                    help="measure BatchNorm networks again, in-sample and cross-fitted")
     ap.add_argument("--bound", type=float, default=0.99)
     ap.add_argument("--confidence", type=float, default=0.9)
     args = ap.parse_args()
@@ -99,21 +98,19 @@ def main():
           "| fixed calib / test [%] | AL calib / test [pp] | mean test - calib AL [pp] |")
     print("|---|---|---|---|---|---|---|---|")
     for results in args.results:
-        for net_dir in sorted(p.parent for p in Path(results).glob("*/front_validated.parquet")):
-            b = json.loads((net_dir / "baseline.json").read_text())
+        for net_dir in network_folders(results):
+            b = baseline_of(net_dir)
             t = pq.read_table(net_dir / "front_validated.parquet", columns=COLUMNS).to_pydict()
             keep = np.asarray(t["cr"]) > args.min_cr
             if not keep.any():
                 continue
-
-            def pct(col, n):
-                return 100 * np.asarray(t[col], dtype=np.float64)[keep].mean() / n
-
+            mean = {c: 100 * np.asarray(t[c], dtype=np.float64)[keep].mean() for c in COLUMNS[1:]}
+            pct = {c: mean[c] / b[f"{c.split('_')[0]}_images"] for c in COLUMNS if c.endswith(("broken", "fixed"))}
             cal_al, test_al = (100 * np.asarray(t[c], dtype=np.float64)[keep] for c in ("calib_al", "test_al"))
             print(f"| {results} | {net_dir.name} | {int(keep.sum())} "
                   f"| {100 * b['calib_accuracy']:.1f} / {100 * b['test_accuracy']:.1f} "
-                  f"| {pct('calib_broken', b['calib_images']):.2f} / {pct('test_broken', b['test_images']):.2f} "
-                  f"| {pct('calib_fixed', b['calib_images']):.2f} / {pct('test_fixed', b['test_images']):.2f} "
+                  f"| {pct['calib_broken']:.2f} / {pct['test_broken']:.2f} "
+                  f"| {pct['calib_fixed']:.2f} / {pct['test_fixed']:.2f} "
                   f"| {cal_al.mean():.2f} / {test_al.mean():.2f} | {(test_al - cal_al).mean():+.2f} |")
 
 

@@ -21,14 +21,12 @@ summed job wall time (with the calibration and sweep stages apart).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from finished_runs import finished_networks  # benchmarks/, next to this script
+from finished_runs import baseline_of, finished_networks, network_folders  # benchmarks/, next to this script
 
 from weight_sharing.bound import meets_bound
 from weight_sharing.correct import gather_statistics, refit_centroids
@@ -46,7 +44,7 @@ def points(results: str, net_filter: list[str] | None, max_points: int, correcti
     print("|---|---|---|---|---|---|---|---|---|")
     for run in finished_networks(results, max_points, net_filter):
         net, net_dir, model_cfg, npz = run.name, run.folder, run.model_cfg, run.npz
-        baseline = json.loads((net_dir / "baseline.json").read_text())
+        baseline = baseline_of(net_dir)
         cands, validated = run.candidates, run.validated
         names = cands.layer_names
         splits = {s: load_split(npz, s) for s in ("calib", "test")}
@@ -91,11 +89,11 @@ def runs(named: list[str], bound: float, confidence: float) -> None:
     table = {}
     for item in named:
         name, folder = item.split("=", 1)
-        for net_dir in sorted(p.parent for p in Path(folder).glob("*/front_validated.parquet")):
+        for net_dir in network_folders(folder):
             table.setdefault(net_dir.name, []).append((name, net_dir))
     for net, entries in table.items():
         for name, net_dir in entries:
-            baseline = json.loads((net_dir / "baseline.json").read_text())
+            baseline = baseline_of(net_dir)
             v = pq.read_table(net_dir / "front_validated.parquet").to_pylist()
             u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
             pick = choices(v, u, baseline, bound, confidence)

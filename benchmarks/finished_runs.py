@@ -3,6 +3,7 @@ its validated points again."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +24,22 @@ class FinishedNetwork:
     validated: list[dict]
 
 
+def network_folders(results: str) -> list[Path]:
+    """The network folders of a results folder that hold a validated front, by name."""
+    return sorted(p.parent for p in Path(results).glob("*/front_validated.parquet"))
+
+
+def baseline_of(net_dir: Path) -> dict:
+    """The network's ``baseline.json``: accuracies and image counts of its splits."""
+    return json.loads((net_dir / "baseline.json").read_text())
+
+
 def finished_networks(results: str, max_points: int, names: list[str] | None = None):
     """Each network of the run (demo networks: data and checkpoint under the results folder) with at
     most ``max_points`` of its validated points, spread evenly over their CR range."""
     folder = Path(results)
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "benchmark.yaml")
-    for net_dir in sorted(p.parent for p in folder.glob("*/front_validated.parquet")):
+    for net_dir in network_folders(results):
         if names and net_dir.name not in names:
             continue
         validated = sorted(pq.read_table(net_dir / "front_validated.parquet").to_pylist(), key=lambda v: v["cr"])

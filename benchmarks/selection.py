@@ -15,11 +15,11 @@ the bound) is selected on test: shown for comparison only.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from finished_runs import baseline_of, network_folders  # benchmarks/, next to this script
 
 from weight_sharing.bound import allowed_loss
 from weight_sharing.report import choices
@@ -39,8 +39,8 @@ def main():
           "| test AL [pp] | test keeps bound | uniform CR | oracle CR (selected on test) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for results in args.results:
-        for net_dir in sorted(p.parent for p in Path(results).glob("*/front_validated.parquet")):
-            baseline = json.loads((net_dir / "baseline.json").read_text())
+        for net_dir in network_folders(results):
+            baseline = baseline_of(net_dir)
             v = pq.read_table(net_dir / "front_validated.parquet").to_pylist()
             u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
             allowed = allowed_loss(baseline["test_accuracy"], args.bound)
