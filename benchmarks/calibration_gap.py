@@ -25,9 +25,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-from finished_runs import baseline_of, finished_networks, network_folders  # benchmarks/, next to this script
+from finished_runs import baseline_of, finished_networks, validated_networks  # benchmarks/, next to this script
 
 from weight_sharing.bound import allowed_loss, best_within, selectable
 from weight_sharing.data import Split, load_split
@@ -97,22 +96,18 @@ def main():
     print("| run | network | points | baseline calib / test top-1 [%] | broken calib / test [%] "
           "| fixed calib / test [%] | AL calib / test [pp] | mean test - calib AL [pp] |")
     print("|---|---|---|---|---|---|---|---|")
-    for results in args.results:
-        for net_dir in network_folders(results):
-            b = baseline_of(net_dir)
-            t = pq.read_table(net_dir / "front_validated.parquet", columns=COLUMNS).to_pydict()
-            keep = np.asarray(t["cr"]) > args.min_cr
-            if not keep.any():
-                continue
-            mean = {c: 100 * np.asarray(t[c], dtype=np.float64)[keep].mean() for c in COLUMNS[1:]}
-            pct = {c: mean[c] / b[f"{c.split('_')[0]}_images"] for c in COLUMNS if c.endswith(("broken", "fixed"))}
-            cal_al, test_al = (100 * np.asarray(t[c], dtype=np.float64)[keep] for c in ("calib_al", "test_al"))
-            print(f"| {results} | {net_dir.name} | {int(keep.sum())} "
-                  f"| {100 * b['calib_accuracy']:.1f} / {100 * b['test_accuracy']:.1f} "
-                  f"| {pct['calib_broken']:.2f} / {pct['test_broken']:.2f} "
-                  f"| {pct['calib_fixed']:.2f} / {pct['test_fixed']:.2f} "
-                  f"| {cal_al.mean():.2f} / {test_al.mean():.2f} | {(test_al - cal_al).mean():+.2f} |")
-
+    for results, net_dir, b, t in validated_networks(args.results, COLUMNS):
+        keep = np.asarray(t["cr"]) > args.min_cr
+        if not keep.any():
+            continue
+        mean = {c: 100 * np.asarray(t[c], dtype=np.float64)[keep].mean() for c in COLUMNS[1:]}
+        pct = {c: mean[c] / b[f"{c.split('_')[0]}_images"] for c in COLUMNS if c.endswith(("broken", "fixed"))}
+        cal_al, test_al = (100 * np.asarray(t[c], dtype=np.float64)[keep] for c in ("calib_al", "test_al"))
+        print(f"| {results} | {net_dir.name} | {int(keep.sum())} "
+              f"| {100 * b['calib_accuracy']:.1f} / {100 * b['test_accuracy']:.1f} "
+              f"| {pct['calib_broken']:.2f} / {pct['test_broken']:.2f} "
+              f"| {pct['calib_fixed']:.2f} / {pct['test_fixed']:.2f} "
+              f"| {cal_al.mean():.2f} / {test_al.mean():.2f} | {(test_al - cal_al).mean():+.2f} |")
 
 if __name__ == "__main__":
     main()

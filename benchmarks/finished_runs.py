@@ -34,6 +34,15 @@ def baseline_of(net_dir: Path) -> dict:
     return json.loads((net_dir / "baseline.json").read_text())
 
 
+def validated_networks(results_folders: list[str], columns: list[str] | None = None):
+    """(results folder, network folder, baseline, validated front as a column dict) of every network
+    of every folder."""
+    for results in results_folders:
+        for net_dir in network_folders(results):
+            yield results, net_dir, baseline_of(net_dir), pq.read_table(net_dir / "front_validated.parquet",
+                                                                        columns=columns).to_pydict()
+
+
 def finished_networks(results: str, max_points: int, names: list[str] | None = None):
     """Each network of the run (demo networks: data and checkpoint under the results folder) with at
     most ``max_points`` of its validated points, spread evenly over their CR range."""

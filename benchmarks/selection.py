@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from finished_runs import baseline_of, network_folders  # benchmarks/, next to this script
+from finished_runs import validated_networks  # benchmarks/, next to this script
 
 from weight_sharing.bound import allowed_loss
 from weight_sharing.report import choices
@@ -38,34 +38,32 @@ def main():
     print("| run | network | selection | confidence | CR chosen | calib AL [pp] | changed on selection images [%] "
           "| test AL [pp] | test keeps bound | uniform CR | oracle CR (selected on test) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for results in args.results:
-        for net_dir in network_folders(results):
-            baseline = baseline_of(net_dir)
-            v = pq.read_table(net_dir / "front_validated.parquet").to_pylist()
-            u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
-            allowed = allowed_loss(baseline["test_accuracy"], args.bound)
-            measured = all(r.get("select_changed") is not None for r in v + u)
-            for selection in ("calib", "unlabelled") if measured else ("calib",):
-                for c in args.levels:
-                    pick = choices(v, u, baseline, args.bound, c, selection)
-                    best, uni, oracle = pick["best"], pick["uniform"], pick["oracle"]
-                    tallies = (kept.setdefault((selection, c), [0, 0, []]),
-                               per_net.setdefault((net_dir.name, selection, c), [0, 0, []]))
-                    if best is None:
-                        row = "none | — | — | — | —"
-                    else:
-                        ok = v[best]["test_al"] <= allowed + 1e-12
-                        for tally in tallies:
-                            tally[0] += ok
-                            tally[1] += 1
-                            tally[2].append((v[best]["cr"], v[best]["test_al"]))
-                        changed = v[best].get("select_changed")
-                        row = (f"{v[best]['cr']:.2f} | {100 * v[best]['calib_al']:.2f} | "
-                               f"{'—' if changed is None else f'{100 * changed:.2f}'} | {100 * v[best]['test_al']:.2f} "
-                               f"| {'yes' if ok else 'no'}")
-                    ucr = f"{u[uni]['cr']:.2f}" if uni is not None else "—"
-                    ocr = f"{v[oracle]['cr']:.2f}" if oracle is not None else "—"
-                    print(f"| {Path(results).name} | {net_dir.name} | {selection} | {c} | {row} | {ucr} | {ocr} |")
+    for results, net_dir, baseline, table in validated_networks(args.results):
+        v = [dict(zip(table, row)) for row in zip(*table.values())]
+        u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
+        allowed = allowed_loss(baseline["test_accuracy"], args.bound)
+        measured = all(r.get("select_changed") is not None for r in v + u)
+        for selection in ("calib", "unlabelled") if measured else ("calib",):
+            for c in args.levels:
+                pick = choices(v, u, baseline, args.bound, c, selection)
+                best, uni, oracle = pick["best"], pick["uniform"], pick["oracle"]
+                tallies = (kept.setdefault((selection, c), [0, 0, []]),
+                           per_net.setdefault((net_dir.name, selection, c), [0, 0, []]))
+                if best is None:
+                    row = "none | — | — | — | —"
+                else:
+                    ok = v[best]["test_al"] <= allowed + 1e-12
+                    for tally in tallies:
+                        tally[0] += ok
+                        tally[1] += 1
+                        tally[2].append((v[best]["cr"], v[best]["test_al"]))
+                    changed = v[best].get("select_changed")
+                    row = (f"{v[best]['cr']:.2f} | {100 * v[best]['calib_al']:.2f} | "
+                           f"{'—' if changed is None else f'{100 * changed:.2f}'} | {100 * v[best]['test_al']:.2f} "
+                           f"| {'yes' if ok else 'no'}")
+                ucr = f"{u[uni]['cr']:.2f}" if uni is not None else "—"
+                ocr = f"{v[oracle]['cr']:.2f}" if oracle is not None else "—"
+                print(f"| {Path(results).name} | {net_dir.name} | {selection} | {c} | {row} | {ucr} | {ocr} |")
     print()
     print("| network | selection | confidence | choices | kept the bound on test | CR chosen (each run) | mean CR "
           "| test AL [pp] (each run) |")
