@@ -126,3 +126,16 @@ def test_changed_upper_bound_covers_the_true_rate():
     assert np.array_equal(changed_upper_bound(draws, n, 0.5), draws)
     with pytest.raises(ValueError, match="select.confidence: 1.0"):
         changed_upper_bound(0.01, n, 1.0)
+
+
+def test_the_summary_flags_a_calibration_draw_unlike_the_test_images():
+    """The benchmark's second data split: the MobileNet scored 456 of 500 calibration and 949 of 1,000 test
+    images; pooled p = 1405 / 1500, z = (0.912 - 0.949) / sqrt(p (1 - p) (1/500 + 1/1000)) = -2.77."""
+    from weight_sharing.bound import split_difference_z
+    from weight_sharing.summary import _draw_flag
+
+    z = split_difference_z(0.912, 500, 0.949, 1000)
+    assert z == pytest.approx(-2.774, abs=2e-3)
+    assert split_difference_z(0.97, 500, 0.975, 1000) == pytest.approx(-0.567, abs=2e-3)  # the demo's draw
+    assert split_difference_z(1.0, 500, 1.0, 1000) == 0.0
+    assert "-2.8 standard errors" in _draw_flag(z) and _draw_flag(-0.57) == "" and _draw_flag(None) == ""

@@ -153,6 +153,9 @@ def test_plots_and_summary_content(tiny_run):
     summary = (tiny_run / "results/summary.md").read_text()
     line = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
     assert line.startswith("| tiny | heavy | 99% (conf. 0.9) | 5 | 0.246 |")
+    baseline = json.loads((net / "baseline.json").read_text())
+    assert (f"| 0.246 | {100 * baseline['calib_accuracy']:.2f} / {100 * baseline['test_accuracy']:.2f} |"
+            in line)
     # the reported choice is the highest-CR point selectable on calibration, with its test loss as measured
     validated = read(tiny_run, "front_validated.parquet")
     ok = [v for v in validated if v["selectable"]]

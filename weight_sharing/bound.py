@@ -72,6 +72,18 @@ def selectable(broken, fixed, n: int, baseline_accuracy: float, bound: float, co
     return loss_upper_bound(broken, fixed, n, confidence) <= allowed_loss(baseline_accuracy, bound) + TOLERANCE
 
 
+SPLIT_Z_WARNING = 2.0  # |z| above which the summary says the calibration draw is unlike the test images
+
+
+def split_difference_z(calib_accuracy: float, calib_images: int, test_accuracy: float, test_images: int) -> float:
+    """How many standard errors the baseline's calibration accuracy lies from its test accuracy (two-proportion
+    z, pooled). Both splits are draws of the same data, so a large |z| says the calibration draw, on which every
+    choice is made, is unlike the test images: reported, never used to choose."""
+    p = (calib_accuracy * calib_images + test_accuracy * test_images) / (calib_images + test_images)
+    se = np.sqrt(p * (1 - p) * (1 / calib_images + 1 / test_images))
+    return float((calib_accuracy - test_accuracy) / se) if se > 0 else 0.0
+
+
 def best_within(cr, ok) -> int | None:
     """Index of the highest-CR point among those marked ``ok`` (ties: the first); None if none is."""
     cr = np.asarray(cr, dtype=np.float64)

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .bound import allowed_loss, best_within, choose, meets_bound  # noqa: E402
+from .bound import allowed_loss, best_within, choose, meets_bound, split_difference_z  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .sweep import read_sweeps  # noqa: E402
 
@@ -142,6 +142,8 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         "weight_mb": float(np.sum(layers.column("weights").to_numpy()) * 4 / 1e6),
         "top1_test": base, "top1_calib": baseline["calib_accuracy"],
         "test_images": baseline["test_images"], "calib_images": baseline["calib_images"],
+        "baseline_split_z": split_difference_z(baseline["calib_accuracy"], baseline["calib_images"], base,
+                                               baseline["test_images"]),
         "best_cr": best, "best_k": at(v, pick["best"], "k"),
         "best_cr_calib_al": at(v, pick["best"], "calib_al"),
         "best_cr_test_al": at(v, pick["best"], "test_al"),
