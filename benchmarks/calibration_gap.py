@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from finished_runs import baseline_of, finished_networks, validated_networks  # benchmarks/, next to this script
 
-from weight_sharing.bound import allowed_loss, best_within, selectable
+from weight_sharing.bound import choose
 from weight_sharing.data import Split, load_split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.models import build_model
@@ -55,7 +55,7 @@ def crossfit(results: list[str], bound: float, confidence: float) -> None:
             names = run.candidates.layer_names
             folds = [np.arange(f, len(calib), 2) for f in (0, 1)]
             parts = [half(calib, r) for r in folds]
-            ways = {"in-sample": [(Evaluator(model, calib, batch_size=500, layers=names, batchnorm_split=calib))],
+            ways = {"in-sample": [Evaluator(model, calib, batch_size=500, layers=names, batchnorm_split=calib)],
                     "cross-fitted": [Evaluator(model, parts[f], batch_size=500, layers=names,
                                                batchnorm_split=parts[1 - f]) for f in (0, 1)]}
             cr = np.array([v["cr"] for v in run.validated])
@@ -71,10 +71,11 @@ def crossfit(results: list[str], bound: float, confidence: float) -> None:
                         fixed[i] += m.fixed
                         right[i] += m.accuracy * m.n
                 al = 100 * (b["calib_accuracy"] - right / len(calib))
-                pick = best_within(cr, selectable(broken, fixed, len(calib), b["calib_accuracy"], bound, confidence))
-                keeps = pick is not None and test[pick] <= 100 * allowed_loss(b["test_accuracy"], bound) + 1e-9
-                chosen = "none" if pick is None else (f"{cr[pick]:.2f} ({al[pick]:.2f} / {test[pick]:.2f})"
-                                                      + ("" if keeps else ", breaks the bound on test"))
+                pick = choose([{"cr": c, "calib_broken": n_b, "calib_fixed": n_f}
+                               for c, n_b, n_f in zip(cr, broken, fixed)], b, bound, confidence)
+                chosen = "none" if pick is None else (
+                    f"{cr[pick]:.2f} ({al[pick]:.2f} / {test[pick]:.2f})"
+                    + ("" if run.validated[pick]["test_within_bound"] else ", breaks the bound on test"))
                 cells[way] = (al.mean(), np.abs(test - al).mean(), chosen)
             ins, cf = cells["in-sample"], cells["cross-fitted"]
             print(f"| {folder} | {run.name} | {len(cr)} | {ins[0]:.2f} / {cf[0]:.2f} | {test.mean():.2f} "
@@ -96,7 +97,8 @@ def main():
     print("| run | network | points | baseline calib / test top-1 [%] | broken calib / test [%] "
           "| fixed calib / test [%] | AL calib / test [pp] | mean test - calib AL [pp] |")
     print("|---|---|---|---|---|---|---|---|")
-    for results, net_dir, b, t in validated_networks(args.results, COLUMNS):
+    for results, net_dir, b, table in validated_networks(args.results, COLUMNS):
+        t = table.to_pydict()
         keep = np.asarray(t["cr"]) > args.min_cr
         if not keep.any():
             continue

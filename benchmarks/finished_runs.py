@@ -35,12 +35,12 @@ def baseline_of(net_dir: Path) -> dict:
 
 
 def validated_networks(results_folders: list[str], columns: list[str] | None = None):
-    """(results folder, network folder, baseline, validated front as a column dict) of every network
+    """(results folder, network folder, baseline, validated front as an Arrow table) of every network
     of every folder."""
     for results in results_folders:
         for net_dir in network_folders(results):
             yield results, net_dir, baseline_of(net_dir), pq.read_table(net_dir / "front_validated.parquet",
-                                                                        columns=columns).to_pydict()
+                                                                        columns=columns)
 
 
 def finished_networks(results: str, max_points: int, names: list[str] | None = None):

@@ -39,7 +39,7 @@ def main():
           "| test AL [pp] | test keeps bound | uniform CR | oracle CR (selected on test) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for results, net_dir, baseline, table in validated_networks(args.results):
-        v = [dict(zip(table, row)) for row in zip(*table.values())]
+        v = table.to_pylist()
         u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
         allowed = allowed_loss(baseline["test_accuracy"], args.bound)
         measured = all(r.get("select_changed") is not None for r in v + u)

@@ -193,11 +193,9 @@ def image_hashes(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     return out
 
 
-def shared_images(path: str | Path, split: str = "calib", test_hashes: np.ndarray | None = None) -> int:
+def shared_images(path: str | Path, split: str, test_hashes: np.ndarray) -> int:
     """How many images of ``split`` (calib, or the selection images) also appear (byte for byte) in the test
-    split (``test_hashes``: the test split's ``image_hashes``, when the caller has them already)."""
-    if test_hashes is None:
-        test_hashes = image_hashes(load_split(path, "test").x)
+    split (``test_hashes``: its ``image_hashes``)."""
     return int(np.isin(image_hashes(load_split(path, split).x), test_hashes).sum())
 
 

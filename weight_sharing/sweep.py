@@ -149,7 +149,6 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
     rows = []
     progress = Progress(len(books), f"sweep {layer}")
     original = evaluator.originals[layer]
-    kept = 0
     for i, (groups, k) in enumerate(sorted(books, key=lambda key: (key[1], key[0]))):
         cb = books[groups, k]
         t = time.perf_counter()
@@ -165,7 +164,6 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
                 _, shared = shared_weight(original, fitted)  # the weight error of the refit values
                 cb = replace(fitted, inertia=float(((original - shared).double() ** 2).sum()))
                 m, refitted = fitted_m, True
-                kept += 1
         rows.append({"layer": layer, "k": k, "groups": groups, "group": cb.group, "bits": index_bits(k),
                      "codebook_size": cb.size, "inertia": cb.inertia, **measurement_columns("", m, baseline_accuracy),
                      "thresholds": np.ravel(cb.thresholds).tolist(), "centroids": np.ravel(cb.centroids).tolist(),
@@ -173,7 +171,8 @@ def sweep_layer(evaluator: Evaluator, layer: str, books: dict[tuple[int, int], C
                      "seconds": time.perf_counter() - t})
         progress.step(i + 1)
     if refit is not None:
-        log.info("%s: refit values kept for %d of %d codebooks (lower calibration KL)", layer, kept, len(books))
+        log.info("%s: refit values kept for %d of %d codebooks (lower calibration KL)", layer,
+                 sum(r["refit"] for r in rows), len(books))
     return pa.Table.from_pylist(rows, schema=SWEEP_SCHEMA)
 
 
