@@ -16,7 +16,15 @@ from weight_sharing.evaluate import Evaluator
 from weight_sharing.export import export_compressed, load_compressed
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import create_model, shared_layers
-from weight_sharing.sharing import assign_weight, codebook_values, grouped_codebooks, layer_group_counts, shared_weight
+from weight_sharing.sharing import (
+    assign_weight,
+    codebook_values,
+    grouped_codebooks,
+    grouped_ks,
+    layer_group_counts,
+    shared_weight,
+)
+from weight_sharing.sweep import layer_codebooks
 
 
 def test_cr_with_grouped_codebooks_by_hand():
@@ -47,6 +55,21 @@ def test_grouped_codebooks_uneven_last_group():
     assert layer_group_counts((10, 3, 3, 3), "grouped_channel", 4) == [1, 3]
     assert layer_group_counts((4, 3), "grouped_channel", 4) == [1]  # one group: per tensor only
     assert layer_group_counts((10, 3), "tensor", 4) == [1]
+
+
+def test_grouped_codebooks_are_swept_only_where_smaller_than_the_next_bit_width():
+    # LeNet-5's fc1, one codebook per output channel: 48,000 weights, 120 codebooks. At K = 8: 3 bits
+    # x 48,000 + 120 x 8 x 32 = 174,720 bits against 4 bits x 48,000 + 16 x 32 = 192,512 per tensor;
+    # at K = 16: 4 x 48,000 + 120 x 16 x 32 = 253,440 against 5 x 48,000 + 32 x 32 = 241,024
+    assert grouped_ks([2, 4, 8, 16, 1024], 48000, 120) == [2, 4, 8]
+    # K = 3 has 2-bit indices: compared with the 3-bit tensor codebook (8 values)
+    assert grouped_ks([3], 100, 2) == [3] and grouped_ks([3], 100, 60) == []
+    # a depthwise 3x3 layer with one codebook per channel: 9 weights a codebook, never worth it
+    assert grouped_ks([2, 4], 9 * 32, 32) == []
+    w = np.random.default_rng(0).normal(size=(120, 400)).astype(np.float32)
+    books = layer_codebooks(w, [2, 4, 8, 16, 32], 1 << 16, "grouped_channel", 1)
+    assert sorted(books) == [(1, 2), (1, 4), (1, 8), (1, 16), (1, 32), (120, 2), (120, 4), (120, 8)]
+    assert sorted(layer_codebooks(w[:, :9], [2, 4], 1 << 16, "grouped_channel", 1)) == [(1, 2), (1, 4)]
 
 
 @pytest.mark.parametrize("conv", [

@@ -105,8 +105,9 @@ def test_cluster_layers_in_order_and_errors_propagate():
         ref = kmeans_grid(weights[name], [2, 8])
         assert np.array_equal(books[1, 8].centroids, ref[8].centroids) and seconds >= 0
         assert set(books) == {(1, 2), (1, 8)}  # per tensor only by default
-    # grouped: a 2-D layer of 10 rows in groups of 4 gets the per-tensor and the 3-group codebooks
-    grouped = dict((n, b) for n, b, _ in cluster_layers({"w": rng.normal(size=(10, 7))}, [2, 8], 1 << 16,
+    # grouped: a 2-D layer of 10 rows of 40 in groups of 4 gets the per-tensor and the 3-group codebooks
+    # (at K = 8: 400 x 3 + 3 x 8 x 32 = 1,968 bits, below 400 x 4 + 16 x 32 = 2,112 per tensor at 4 bits)
+    grouped = dict((n, b) for n, b, _ in cluster_layers({"w": rng.normal(size=(10, 40))}, [2, 8], 1 << 16,
                                                         granularity="grouped_channel", group=4))["w"]
     assert set(grouped) == {(1, 2), (1, 8), (3, 2), (3, 8)} and grouped[3, 8].groups == 3
     weights["l2"] = np.array([1.0, np.nan])

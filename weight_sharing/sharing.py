@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from .compression import index_bits, shared_bits
 from .kmeans import Codebook, assign, kmeans_grid
 
 GRANULARITIES = ("tensor", "grouped_channel")
@@ -36,6 +37,16 @@ def layer_group_counts(shape, granularity: str, group: int) -> list[int]:
         return [1]
     g = group_count(shape[0], group)
     return [1] if g == 1 else [1, g]
+
+
+def grouped_ks(ks, n_weights: int, groups: int) -> list[int]:
+    """The K of ``ks`` at which a layer's ``groups`` codebooks are worth sweeping: those that take fewer
+    bits than one codebook for the tensor one index bit wider (2^(bits + 1) values). Beyond, the grouped
+    codebooks cost more than a finer per-tensor codebook; with one codebook per channel and large K
+    they would cost more than the indices themselves, and clustering every channel at every K of the
+    grid would dominate the sweep of a wide layer."""
+    return [int(k) for k in ks
+            if shared_bits(n_weights, k, groups) < shared_bits(n_weights, 2 ** (index_bits(k) + 1))]
 
 
 def grouped_codebooks(weight: np.ndarray, ks, group: int, max_bins: int) -> dict[int, Codebook]:

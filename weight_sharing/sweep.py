@@ -27,7 +27,7 @@ from .correct import refit_centroids
 from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
 from .io import read_json, read_parquet, write_parquet
 from .kmeans import Codebook, kmeans_grid
-from .sharing import grouped_codebooks, layer_group_counts, shared_weight
+from .sharing import grouped_codebooks, grouped_ks, layer_group_counts, shared_weight
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,15 @@ def codebook_from_row(row: dict) -> Codebook:
 def layer_codebooks(weight: np.ndarray, grid: list[int], max_bins: int, granularity: str = "tensor",
                     group: int = 16) -> dict[tuple[int, int], Codebook]:
     """(codebooks, K) -> the layer's optimal codebook: per tensor, and per group of ``group`` output
-    channels too when ``granularity`` is grouped_channel (see ``sharing.layer_group_counts``)."""
+    channels too when ``granularity`` is grouped_channel (see ``sharing.layer_group_counts``), at the
+    K where the group codebooks take fewer bits than the next bit-width per tensor
+    (``sharing.grouped_ks``)."""
     ks = layer_grid(grid, weight.size)
     books = {(1, k): cb for k, cb in kmeans_grid(weight.ravel(), ks, max_bins=max_bins).items()}
     for groups in layer_group_counts(weight.shape, granularity, group)[1:]:
-        books.update({(groups, k): cb for k, cb in grouped_codebooks(weight, ks, group, max_bins).items()})
+        worth = grouped_ks(ks, weight.size, groups)
+        if worth:
+            books.update({(groups, k): cb for k, cb in grouped_codebooks(weight, worth, group, max_bins).items()})
     return books
 
 
