@@ -272,6 +272,25 @@ def test_refit_by_conjugate_gradients_matches_the_direct_solution(monkeypatch):
         assert not np.allclose(direct.centroids, cb.centroids, atol=1e-4)  # the refit moved the values
 
 
+def test_grouped_refit_converges_per_codebook(monkeypatch):
+    """One codebook per channel: the system is one K x K block per channel, and conjugate gradients run
+    per block reach the direct solution in about K steps, not in the G x K steps of one joint run."""
+    import weight_sharing.correct as correct
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(24, 4, 3, 3)).astype(np.float32)
+    x = torch.from_numpy((rng.normal(size=(40, 4, 8, 8)) + 0.2).astype(np.float32))
+    stats = LayerStatistics(second_moment=True)
+    stats.add(nn.Conv2d(4, 24, 3, padding=1), x)
+    t = stats.tensors()
+    cb = grouped_codebooks(w, [4], 1, 1 << 16)[4]
+    direct = refit_centroids(w, cb, t["second"])
+    monkeypatch.setattr(correct, "DIRECT_MAX_WORK", 0)
+    monkeypatch.setattr(correct, "CG_MAX_STEPS", 6)  # K = 4 values per block, 24 blocks
+    iterative = refit_centroids(w, cb, t["second"])
+    assert np.allclose(iterative.centroids, direct.centroids, rtol=1e-4, atol=1e-5)
+
+
 def test_batchnorm_reestimated_on_calibration_images_and_restored():
     torch.manual_seed(0)
     model = create_model({"source": "timm", "arch": "resnet10t", "kwargs": {"in_chans": 1, "num_classes": 10}})

@@ -144,8 +144,9 @@ def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, momen
     fit is on the covariance). The assignment (thresholds) is kept. Small layers: the K x K normal
     equations are formed and solved (least norm: a cluster the inputs never excite keeps its
     k-means value); larger ones: conjugate gradients from the k-means values (to a relative
-    residual of 1e-6), each step one product of the weight rows with the input moment, so the
-    cost does not grow with K.
+    residual of 1e-6 per codebook), each step one product of the weight rows with the input moment,
+    so the cost does not grow with K; with grouped codebooks the blocks of the system (one per group)
+    are solved side by side, each with its own step sizes.
     """
     original = weight.to(device) if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight),
                                                                                           device=device)
@@ -188,21 +189,28 @@ def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, momen
         def h_times(c):
             return gather_moment(c[cb_rows[:, None], idx])
 
+        # the normal equations are block-diagonal, one block per codebook (each weight row belongs to one
+        # group): conjugate gradients run per block (step sizes per group), so every group converges in
+        # at most its K steps, as one tensor codebook does, instead of all groups' K together
         cent, r = c0.clone(), b - h_times(c0)
-        p, rr = r.clone(), float((r * r).sum())
-        stop = CG_TOLERANCE ** 2 * float((b * b).sum())
+        p, rr = r.clone(), (r * r).sum(1)
+        stop = CG_TOLERANCE ** 2 * (b * b).sum(1)
         for _ in range(CG_MAX_STEPS):
-            if rr <= stop:
+            active = rr > stop
+            if not bool(active.any()):
                 break
             hp = h_times(p)
-            php = float((p * hp).sum())
-            if php <= 0:
-                break  # only directions the inputs never excite are left
-            alpha = rr / php
-            cent += alpha * p
-            r -= alpha * hp
-            rr, rr_old = float((r * r).sum()), rr
-            p = r + (rr / rr_old) * p
+            php = (p * hp).sum(1)
+            active &= php > 0  # a block with only directions the inputs never excite is done
+            if not bool(active.any()):
+                break
+            alpha = torch.where(active, rr / torch.where(active, php, 1.0), 0.0)
+            cent += alpha[:, None] * p
+            r -= alpha[:, None] * hp
+            rr_new = (r * r).sum(1)
+            beta = torch.where(active, rr_new / torch.where(active, rr, 1.0), 0.0)
+            p = torch.where(active[:, None], r + beta[:, None] * p, torch.zeros_like(p))
+            rr = torch.where(active, rr_new, torch.zeros_like(rr))
     return replace(codebook, centroids=cent.float().cpu().numpy().reshape(np.shape(codebook.centroids)))
 
 
