@@ -46,6 +46,28 @@ def test_positive_coefficients_and_design_matrix():
         design_matrix(["layer_magic"], {})
 
 
+def test_positive_fit_of_features_spanning_orders_of_magnitude():
+    """Per-layer KL (1e-6..1e-1) next to quantisation noise (1e-4..3), more columns than samples, as in a
+    refinement round of a 58-layer network: scipy 1.17's non-negative solver on the raw columns stops at
+    its iteration limit here; the fit converges to the constrained optimum."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(5)
+    n, layers, cands = 80, 58, 4
+    kl, noise = 10.0 ** rng.uniform(-6, -1, (layers, cands)), 10.0 ** rng.uniform(-4, 0.5, (layers, cands))
+    choice = rng.integers(0, cands, (n, layers))
+    x = np.hstack([kl[np.arange(layers), choice], noise[np.arange(layers), choice]])
+    y = x[:, :layers] @ rng.uniform(0, 0.5, layers) + rng.normal(scale=0.002, size=n)
+    xc, yc = x - x.mean(0), y - y.mean()
+    model, oof = fit_surrogate(x, y, [f"l{i}" for i in range(layers)], folds=5,
+                               feature_names=["layer_kl", "layer_noise"], positive=True)
+    coef = np.array(model["coef"])
+    assert coef.min() >= 0 and np.isfinite(oof).all()
+    optimum, _ = nnls(xc, yc, maxiter=100 * x.shape[1])  # the raw solver given enough iterations
+    fitted = predict(model, x)
+    assert np.sum((y - fitted) ** 2) == pytest.approx(np.sum((yc - xc @ optimum) ** 2), rel=1e-6)
+
+
 def test_surrogate_rejects_bad_shapes():
     with pytest.raises(ValueError, match="folds"):
         fit_surrogate(np.zeros((10, 2)), np.zeros(10), ["a", "b"], folds=1)

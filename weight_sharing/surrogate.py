@@ -20,6 +20,8 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from .io import atomic_path, read_parquet, write_json
 
@@ -64,6 +66,14 @@ def candidate_features(cands, choice) -> dict[str, np.ndarray]:
     return feature_values(v["al"], v["kl"], v["inertia"], np.broadcast_to(cands.energy, np.shape(choice)))
 
 
+def _regression(positive: bool):
+    """Least squares on columns scaled to unit deviation (a positive scale per column keeps the
+    non-negativity constraint and the fitted values; coefficients are mapped back after). Unscaled,
+    features spanning orders of magnitude (a KL of 1e-6 next to a noise of 1) made scipy's
+    non-negative solver stop at its iteration limit on a third of such designs."""
+    return make_pipeline(StandardScaler(with_mean=False), LinearRegression(positive=positive))
+
+
 def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
                   folds: int = 5, seed: int = 0, feature_names=("layer_al",),
                   positive: bool = False) -> tuple[dict, np.ndarray]:
@@ -77,7 +87,7 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
         raise ValueError(f"surrogate.folds must be >= 2, got {folds}")
     if x.shape[0] == 0:
         raise ValueError("surrogate: no samples to fit")
-    reg = LinearRegression(positive=positive).fit(x, y)
+    reg = _regression(positive).fit(x, y)
     if x.shape[0] < folds:
         # a search space of fewer combinations than folds (e.g. every layer kept one candidate):
         # leave-one-out, or with a single combination no held-out score at all
@@ -87,14 +97,14 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
                                             folds, "leave-one-out" if x.shape[0] > 1 else "no held-out score")
     used = min(folds, x.shape[0])
     if used >= 2:
-        oof = cross_val_predict(LinearRegression(positive=positive), x, y,
+        oof = cross_val_predict(_regression(positive), x, y,
                                 cv=KFold(used, shuffle=True, random_state=seed))
     else:
         oof = np.full_like(y, np.nan)
     held_out = used >= 2 and np.var(y) > 0
     model = {
         "kind": "linear", "features": list(feature_names), "positive": bool(positive), "layers": list(layers),
-        "coef": reg.coef_.tolist(), "intercept": float(reg.intercept_),
+        "coef": (reg[-1].coef_ / reg[0].scale_).tolist(), "intercept": float(reg[-1].intercept_),
         "folds": folds, "folds_used": used, "seed": seed, "n_samples": int(x.shape[0]),
         "r2_heldout": float(r2_score(y, oof)) if held_out else float("nan"),
         "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))) if used >= 2 else float("nan"),
