@@ -1,6 +1,6 @@
 """Clustering at ImageNet scale: time of the whole K grid of a large layer, and distance to the exact optimum.
 
-    python benchmarks/kmeans.py [--weights 2360000] [--ref-weights 400000]
+    python benchmarks/kmeans.py [--weights 2360000] [--ref-weights 400000] [--channels 512]
 
 1. Time: every K of the paper's grid (100 log-spaced values 2..1024) for a layer of
    ``--weights`` weights (default 2.36M, GoogLeNet/ResNet-sized), one CPU core (numba),
@@ -9,6 +9,10 @@
 2. Accuracy: on a layer of ``--ref-weights`` weights (more distinct values than the
    2^16 bins, so the histogram DP is used), inertia against the exact solver kmeans1d
    (O(K n) memory: 16 K n bytes) for K in 2..1024.
+3. Grouped codebooks: the same layer as ``--channels`` output channels with one codebook per channel
+   (``sharing: {granularity: grouped_channel, group: 1}``): which K of the grid the sweep clusters
+   per channel (``sharing.grouped_ks``) and the time of the per-tensor and per-channel codebooks
+   together (``sweep.layer_codebooks``), on the paper's grid and on the default one.
 """
 import argparse
 import time
@@ -16,7 +20,8 @@ import time
 import numpy as np
 
 from weight_sharing.kmeans import kmeans_grid
-from weight_sharing.sweep import k_grid
+from weight_sharing.sharing import grouped_ks
+from weight_sharing.sweep import k_grid, layer_codebooks
 
 
 def layer(n, seed):
@@ -27,11 +32,31 @@ def layer(n, seed):
     return w.astype(np.float32)
 
 
+def grouped(w, channels):
+    w = w[:len(w) // channels * channels].reshape(channels, -1)
+    print(f"\none codebook per channel: {channels} channels of {w.shape[1]:,} weights")
+    print("| grid | K clustered per tensor | K clustered per channel | per tensor only [s] | with per channel [s] |")
+    print("|---|---|---|---|---|")
+    for name, grid in (("log, 2..1024 (the paper's)", k_grid(2, 1024, 100)),
+                       ("pow2, 2..1024 (default)", [2 ** b for b in range(1, 11)])):
+        t = time.perf_counter()
+        layer_codebooks(w, grid, 1 << 16)
+        alone = time.perf_counter() - t
+        t = time.perf_counter()
+        books = layer_codebooks(w, grid, 1 << 16, "grouped_channel", 1)
+        both = time.perf_counter() - t
+        ks = grouped_ks(grid, w.size, channels)
+        assert sorted(k for g, k in books if g == channels) == ks
+        print(f"| {name} | {len(grid)} | {len(ks)} ({ks[0]}..{ks[-1]}) | {alone:.2f} | {both:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=int, default=2_360_000)
     ap.add_argument("--ref-weights", type=int, default=400_000)
     ap.add_argument("--ref-k", type=int, nargs="*", default=[2, 8, 32, 128, 512, 1024])
+    ap.add_argument("--channels", type=int, default=512, help="output channels of the layer for part 3")
+    ap.add_argument("--skip-exact", action="store_true", help="skip part 2 (the exact reference, minutes)")
     args = ap.parse_args()
     grid = k_grid(2, 1024, 100)
 
@@ -46,6 +71,9 @@ def main():
     print(f"grid of {len(grid)} K (2..1024) on {args.weights:,} weights: "
           f"{', '.join(f'{t:.2f}' for t in times)} s (runs 1-3); identical run to run: {same}")
 
+    grouped(layer(args.weights, 0), args.channels)
+    if args.skip_exact:
+        return
     import kmeans1d
     w = layer(args.ref_weights, 1)
     ours = kmeans_grid(w, args.ref_k)

@@ -253,16 +253,21 @@ def test_shared_weight_depthwise_matches_conv():
                                                                        cb)), padding=1, groups=6))
 
 
+def _conv_with_statistics(seed: int, out_channels: int, images: int):
+    """Random 3x3 convolution weights (out, 4, 3, 3) and the input statistics of random images."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(out_channels, 4, 3, 3)).astype(np.float32)
+    x = torch.from_numpy((rng.normal(size=(images, 4, 8, 8)) + 0.2).astype(np.float32))
+    stats = LayerStatistics(second_moment=True)
+    stats.add(nn.Conv2d(4, out_channels, 3, padding=1), x)
+    return w, stats.tensors()
+
+
 def test_refit_by_conjugate_gradients_matches_the_direct_solution(monkeypatch):
     """Large layers are refit iteratively (the cost does not grow with K): same values as the direct solve."""
     import weight_sharing.correct as correct
 
-    rng = np.random.default_rng(3)
-    w = rng.normal(size=(12, 4, 3, 3)).astype(np.float32)
-    x = torch.from_numpy((rng.normal(size=(30, 4, 8, 8)) + 0.2).astype(np.float32))
-    stats = LayerStatistics(second_moment=True)
-    stats.add(nn.Conv2d(4, 12, 3, padding=1), x)
-    t = stats.tensors()
+    w, t = _conv_with_statistics(3, 12, 30)
     for cb in (kmeans_grid(w.ravel(), [16])[16], grouped_codebooks(w, [8], 5, 1 << 16)[8]):
         direct = refit_centroids(w, cb, t["second"], t["mean"])
         monkeypatch.setattr(correct, "DIRECT_MAX_WORK", 0)
@@ -277,12 +282,7 @@ def test_grouped_refit_converges_per_codebook(monkeypatch):
     per block reach the direct solution in about K steps, not in the G x K steps of one joint run."""
     import weight_sharing.correct as correct
 
-    rng = np.random.default_rng(4)
-    w = rng.normal(size=(24, 4, 3, 3)).astype(np.float32)
-    x = torch.from_numpy((rng.normal(size=(40, 4, 8, 8)) + 0.2).astype(np.float32))
-    stats = LayerStatistics(second_moment=True)
-    stats.add(nn.Conv2d(4, 24, 3, padding=1), x)
-    t = stats.tensors()
+    w, t = _conv_with_statistics(4, 24, 40)
     cb = grouped_codebooks(w, [4], 1, 1 << 16)[4]
     direct = refit_centroids(w, cb, t["second"])
     monkeypatch.setattr(correct, "DIRECT_MAX_WORK", 0)
