@@ -14,6 +14,7 @@ from workflow_utils import TINY, snakemake, write_config
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
 WEIGHTS = [150, 2400, 48000, 10080, 840]
+CHANNELS = [6, 16, 120, 84, 10]  # output channels: one codebook each with the default sharing.group 1
 
 
 def read(run, rel):
@@ -45,19 +46,33 @@ def test_demo_data_checkpoint_and_baseline(tiny_run):
 
 
 def test_sweep_rows(tiny_run):
+    from weight_sharing.sharing import grouped_ks
+
     base = json.loads((tiny_run / "results/tiny/baseline.json").read_text())
-    for layer, weights in zip(LAYERS, WEIGHTS):
+    for layer, weights, channels in zip(LAYERS, WEIGHTS, CHANNELS):
         rows = read(tiny_run, f"sweep/{layer}.parquet")
-        assert [r["k"] for r in rows] == sorted({min(k, weights) for k in TINY["sweep"]["k_values"]})
+        grid = sorted({min(k, weights) for k in TINY["sweep"]["k_values"]})
+        tensor = [r for r in rows if r["groups"] == 1]
+        per_channel = [r for r in rows if r["groups"] > 1]
+        # the defaults: every K per tensor, and one codebook per output channel where those take fewer bits
+        # than the next bit-width per tensor (none for conv1: 6 channels of 25 weights)
+        assert [r["k"] for r in tensor] == grid
+        assert [r["k"] for r in per_channel] == grouped_ks(grid, weights, channels)
+        assert all(r["groups"] == channels and r["group"] == 1 for r in per_channel)
+        assert (layer == "conv1") == (not per_channel)
         for r in rows:
             assert r["bits"] == math.ceil(math.log2(r["k"]))
-            assert len(r["centroids"]) == r["codebook_size"] and len(r["thresholds"]) == r["codebook_size"] - 1
+            assert len(r["centroids"]) == r["groups"] * r["codebook_size"]
+            assert len(r["thresholds"]) == r["groups"] * (r["codebook_size"] - 1)
             assert r["al"] == pytest.approx(base["calib_accuracy"] - r["accuracy"])
             # top-1 can move by at most the fraction of predictions that changed; KL is a divergence
             assert abs(r["al"]) <= r["changed"] + 1e-12 and r["kl"] >= 0
-        inertia = [r["inertia"] for r in rows]
-        assert all(a >= b for a, b in zip(inertia, inertia[1:]))  # more clusters never hurt
-        assert rows[-1]["kl"] < rows[0]["kl"]  # the finest codebook perturbs the network less than K=2
+        for same in (tensor, per_channel):
+            inertia = [r["inertia"] for r in same]
+            assert all(a >= b for a, b in zip(inertia, inertia[1:]))  # more clusters never hurt
+        for r in per_channel:  # k-means per channel fits each channel's weights at least as well
+            assert r["inertia"] <= next(t["inertia"] for t in tensor if t["k"] == r["k"]) * (1 + 1e-9)
+        assert tensor[-1]["kl"] < tensor[0]["kl"]  # the finest codebook perturbs the network less than K=2
 
 
 def dominated(point, others):
@@ -68,13 +83,14 @@ def dominated(point, others):
 def test_samples_front_and_surrogate_consistent(tiny_run):
     samples = read(tiny_run, "samples/shard_0.parquet") + read(tiny_run, "samples/shard_1.parquet")
     assert sorted(s["sample"] for s in samples) == list(range(60))
-    assert len({tuple(s["k"]) for s in samples}) == 60  # distinct combinations
-    cands = {}
+    assert len({tuple(s["choice"]) for s in samples}) == 60  # distinct combinations
+    rows = {}
     for c in read(tiny_run, "candidates.parquet"):
-        cands.setdefault(c["layer"], set()).add(c["k"])
+        rows.setdefault(c["layer"], []).append(c)
     for s in samples:
-        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"]))
-        assert all(k in cands[layer] for layer, k in zip(LAYERS, s["k"]))
+        chosen = [sorted(rows[layer], key=lambda r: (r["k"], r["groups"]))[c] for layer, c in zip(LAYERS, s["choice"])]
+        assert [r["k"] for r in chosen] == s["k"]
+        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"], [r["groups"] for r in chosen]))
     validated = read(tiny_run, "front_validated.parquet")
     refined = read(tiny_run, "front_refined.parquet")
     assert [v["k"] for v in validated] == [p["k"] for p in refined] and validated
@@ -83,8 +99,9 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     rounds = json.loads((tiny_run / "results/tiny/refine.json").read_text())["rounds"]
     assert 1 <= len(rounds) <= TINY.get("refine", {}).get("rounds", 2) + 1
     assert sum(r["measured"] for r in rounds) == len(refined)
+    assert any(g > 1 for v in validated for g in v["groups"])  # the search used per-channel codebooks
     for v in validated:
-        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"]))
+        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"], v["groups"]))
         # on_front: exactly the points no other validated point dominates on the test split
         assert v["on_front"] == (not dominated(v, validated))
     surrogate = json.loads((tiny_run / "results/tiny/surrogate.json").read_text())
@@ -124,24 +141,27 @@ def test_export_reloads_to_the_validated_model(tiny_run):
     assert [r["target"] for r in rows] == [1.0, 1.5]
     cands = CandidateSet(pq.read_table(net / "candidates.parquet"), read(tiny_run, "layers.parquet"))
     split = load_split(net / "demo/data.npz", "test")
-    validated = {tuple(v["k"]): v for v in read(tiny_run, "front_validated.parquet")}
+    validated = {(tuple(v["k"]), v["cr"]): v for v in read(tiny_run, "front_validated.parquet")}
     for r in rows:
         path = net / "export" / r["file"]
         model, meta = load_compressed(path)
         assert meta["architecture"] == {"source": "builtin", "arch": "lenet5", "kwargs": {}}
         assert [l["k"] for l in meta["shared_layers"]] == r["k"]
+        point = validated[tuple(r["k"]), r["cr"]]
+        # one codebook per layer, or one per output channel where the point has per-channel codebooks
+        groups = [math.ceil(l["shape"][0] / l["group"]) if l["group"] else 1 for l in meta["shared_layers"]]
+        assert groups == point["groups"]
         # the file alone predicts what the original checkpoint with the chosen codebooks predicts
         original = LeNet5()
         original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
         reference = Evaluator(original, split, device="cpu")
-        reference.apply(cands.codebooks_of(validated[tuple(r["k"])]["choice"]))
+        reference.apply(cands.codebooks_of(point["choice"]))
         got = Evaluator(model, split, device="cpu").predictions()
         assert torch.equal(reference.predictions(), got)
-        assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == validated[tuple(r["k"])][
-            "test_accuracy"]
+        assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == point["test_accuracy"]
         # index bytes as stored: each layer's stream of ceil(log2 K)-bit indices rounded up to whole bytes
         assert r["index_bytes"] == sum(math.ceil(w * math.ceil(math.log2(k)) / 8) for w, k in zip(WEIGHTS, r["k"]))
-        assert r["codebook_bytes"] <= 4 * sum(r["k"])
+        assert r["codebook_bytes"] <= 4 * sum(g * k for g, k in zip(groups, r["k"]))
         assert r["file_bytes"] < 4 * sum(WEIGHTS) / 4  # the file is far smaller than the float32 weights
 
 
