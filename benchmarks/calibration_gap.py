@@ -111,5 +111,6 @@ def main():
               f"| {pct['calib_fixed']:.2f} / {pct['test_fixed']:.2f} "
               f"| {cal_al.mean():.2f} / {test_al.mean():.2f} | {(test_al - cal_al).mean():+.2f} |")
 
+
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ import numpy as np
 
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.sharing import grouped_ks
-from weight_sharing.sweep import k_grid, layer_codebooks
+from weight_sharing.sweep import k_grid, layer_codebooks, resolve_grid
 
 
 def layer(n, seed):
@@ -37,8 +37,9 @@ def grouped(w, channels):
     print(f"\none codebook per channel: {channels} channels of {w.shape[1]:,} weights")
     print("| grid | K clustered per tensor | K clustered per channel | per tensor only [s] | with per channel [s] |")
     print("|---|---|---|---|---|")
-    for name, grid in (("log, 2..1024 (the paper's)", k_grid(2, 1024, 100)),
-                       ("pow2, 2..1024 (default)", [2 ** b for b in range(1, 11)])):
+    for name, grid in (("log, 2..1024 (the paper's)", resolve_grid({"grid": "log", "k_min": 2, "k_max": 1024,
+                                                                      "k_count": 100})),
+                       ("pow2, 2..1024 (default)", resolve_grid({"grid": "pow2", "k_min": 2, "k_max": 1024}))):
         t = time.perf_counter()
         layer_codebooks(w, grid, 1 << 16)
         alone = time.perf_counter() - t

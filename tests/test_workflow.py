@@ -84,13 +84,12 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     samples = read(tiny_run, "samples/shard_0.parquet") + read(tiny_run, "samples/shard_1.parquet")
     assert sorted(s["sample"] for s in samples) == list(range(60))
     assert len({tuple(s["choice"]) for s in samples}) == 60  # distinct combinations
-    rows = {}
-    for c in read(tiny_run, "candidates.parquet"):
-        rows.setdefault(c["layer"], []).append(c)
+    from weight_sharing.candidates import CandidateSet
+
+    cands = CandidateSet(pq.read_table(tiny_run / "results/tiny/candidates.parquet"), read(tiny_run, "layers.parquet"))
     for s in samples:
-        chosen = [sorted(rows[layer], key=lambda r: (r["k"], r["groups"]))[c] for layer, c in zip(LAYERS, s["choice"])]
-        assert [r["k"] for r in chosen] == s["k"]
-        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"], [r["groups"] for r in chosen]))
+        assert cands.gather(cands.k, s["choice"]).tolist() == s["k"]
+        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"], cands.gather(cands.groups, s["choice"])))
     validated = read(tiny_run, "front_validated.parquet")
     refined = read(tiny_run, "front_refined.parquet")
     assert [v["k"] for v in validated] == [p["k"] for p in refined] and validated

@@ -204,13 +204,14 @@ def refit_centroids(weight: np.ndarray | torch.Tensor, codebook: Codebook, momen
             active &= php > 0  # a block with only directions the inputs never excite is done
             if not bool(active.any()):
                 break
-            alpha = torch.where(active, rr / torch.where(active, php, 1.0), 0.0)
+            # finished blocks take no step and keep a zero direction and residual norm from here on
+            alpha = torch.where(active, rr, 0.0) / torch.where(active, php, 1.0)
             cent += alpha[:, None] * p
             r -= alpha[:, None] * hp
-            rr_new = (r * r).sum(1)
-            beta = torch.where(active, rr_new / torch.where(active, rr, 1.0), 0.0)
-            p = torch.where(active[:, None], r + beta[:, None] * p, torch.zeros_like(p))
-            rr = torch.where(active, rr_new, torch.zeros_like(rr))
+            rr_new = torch.where(active, (r * r).sum(1), 0.0)
+            beta = rr_new / torch.where(active, rr, 1.0)
+            p = (r + beta[:, None] * p) * active[:, None]
+            rr = rr_new
     return replace(codebook, centroids=cent.float().cpu().numpy().reshape(np.shape(codebook.centroids)))
 
 
