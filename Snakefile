@@ -4,11 +4,11 @@ import os
 import re
 
 import weight_sharing
-import weight_sharing.report
-import weight_sharing.sweep
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 from weight_sharing import config as wscfg
+from weight_sharing import grid as wsgrid
+from weight_sharing import job as wsjob
 
 min_version("9.0")
 
@@ -21,14 +21,15 @@ if not workflow.overwrite_configfiles:
 
 
 validate(config, wscfg.SCHEMA_PATH)
-if workflow.remote_exec:
-    # a job on a cluster node: the submitting process checked everything already
-    LAYERS = wscfg.architecture_layers(config)
-else:
-    try:
-        LAYERS = wscfg.check_config(config)
-    except (wscfg.ConfigError, FileNotFoundError) as exc:
-        raise WorkflowError(f"invalid configuration: {exc}")
+# what the rules need (each network's shared layers, which stages read calibration statistics),
+# checked before any job; kept under .snakemake/ while nothing it is made from changes, so a parse
+# then builds no model and imports no torch (a job on a cluster node: from the architectures alone,
+# the submitting process checked everything already)
+try:
+    PLAN = wscfg.workflow_plan(config, remote=workflow.remote_exec)
+except (wscfg.ConfigError, FileNotFoundError) as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+LAYERS = PLAN["layers"]
 
 # jobs run in conda environments (--sdm conda) import the library from this repository
 os.environ.update(

@@ -55,9 +55,10 @@ def crossfit(results: list[str], bound: float, confidence: float) -> None:
             names = run.candidates.layer_names
             folds = [np.arange(f, len(calib), 2) for f in (0, 1)]
             parts = [half(calib, r) for r in folds]
-            ways = {"in-sample": [Evaluator(model, calib, batch_size=500, layers=names, batchnorm_split=calib)],
+            ways = {"in-sample": [Evaluator(model, calib, batch_size=500, layers=names, corrections=["bn"],
+                                                  calibration=calib)],
                     "cross-fitted": [Evaluator(model, parts[f], batch_size=500, layers=names,
-                                               batchnorm_split=parts[1 - f]) for f in (0, 1)]}
+                                               corrections=["bn"], calibration=parts[1 - f]) for f in (0, 1)]}
             cr = np.array([v["cr"] for v in run.validated])
             test = 100 * np.array([v["test_al"] for v in run.validated])
             cells = {}

@@ -58,8 +58,9 @@ def points(results: str, net_filter: list[str] | None, max_points: int, correcti
             for split in ("calib", "test"):
                 # BatchNorm re-estimated on the calibration images, whichever split is measured
                 ev = Evaluator(build_model(model_cfg), splits[split], batch_size=500, layers=names,
-                               bias_means=means if "bias" in correction else None,
-                               batchnorm_split=splits["calib"] if "batchnorm" in correction else None)
+                               corrections=[c for c, on in (("bias", "bias" in correction),
+                                                            ("bn", "batchnorm" in correction)) if on],
+                               statistics={"mean": means}, calibration=splits["calib"])
                 for row, v in zip(rows, validated):
                     books = cands.codebooks_of(v["choice"])
                     if "centroids" in correction:

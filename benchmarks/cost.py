@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from weight_sharing.report import STAGES, benchmark_seconds, stage_of
+from weight_sharing.job import STAGES
+from weight_sharing.report import benchmark_seconds, stage_of
 
 
 def evaluations(net: Path) -> dict[str, tuple[int, int]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from weight_sharing.candidates import CandidateSet
 from weight_sharing.config import load_config, model_config
+from weight_sharing.tables import CandidateSet
 
 
 @dataclass

@@ -23,15 +23,16 @@ import time
 import numpy as np
 import torch
 
-from weight_sharing.candidates import CandidateSet, select_candidates
+from weight_sharing.candidates import select_candidates
 from weight_sharing.data import Split
-from weight_sharing.evaluate import Evaluator, measurement_columns
+from weight_sharing.evaluate import Evaluator, measure_all, measurement_columns
 from weight_sharing.models import create_model, layer_records
 from weight_sharing.sample import draw_combinations, evaluate_combinations
-from weight_sharing.search import run_search
-from weight_sharing.surrogate import design_matrix, fit_surrogate, sample_features
-from weight_sharing.sweep import rows_by_layer, sweep_layers
-from weight_sharing.validate import measure_all, validate_front
+from weight_sharing.search_methods import run_search
+from weight_sharing.surrogate_model import design_matrix, fit_surrogate, sample_features
+from weight_sharing.sweep import sweep_layers
+from weight_sharing.tables import CandidateSet, rows_by_layer
+from weight_sharing.validate import validate_front
 
 
 def sync(device):
@@ -158,8 +159,8 @@ def main():
     times["surrogate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    front = run_search(cands, surrogate, method=args.search, max_points=50, pop_size=100,
-                       generations=args.generations, seed=0)
+    front = run_search(cands, surrogate, {"method": args.search, "exact": {"max_points": 50},
+                                          "nsga2": {"pop_size": 100, "generations": args.generations, "seed": 0}})
     times["search"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 
+from weight_sharing.grid import k_grid, resolve_grid
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.sharing import grouped_ks
-from weight_sharing.sweep import k_grid, layer_codebooks, resolve_grid
+from weight_sharing.sweep import layer_codebooks
 
 
 def layer(n, seed):

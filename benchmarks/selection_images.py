@@ -20,9 +20,8 @@ import numpy as np
 from finished_runs import finished_networks  # benchmarks/, next to this script
 
 from weight_sharing.data import Split, load_split
-from weight_sharing.evaluate import Evaluator
+from weight_sharing.evaluate import Evaluator, measure_all
 from weight_sharing.models import build_model
-from weight_sharing.validate import measure_all
 
 
 def main():
@@ -47,7 +46,7 @@ def main():
         changed = {}
         for name, split in splits.items():
             ev = Evaluator(build_model(run.model_cfg), split, batch_size=500, layers=cands.layer_names,
-                           batchnorm_split=calib)
+                           corrections=["bn"], calibration=calib)
             changed[name] = float(np.mean([m.changed for m in measure_all(ev, books, f"{net} ({name})")]))
         ratio = changed["select"] / changed["train"] if changed["train"] else float("inf")
         print(f"| {net} | {len(validated)} | {100 * changed['train']:.2f} | {100 * changed['select']:.2f} "

@@ -1,5 +1,6 @@
 # Input statistics of every shared layer on the calibration images, for the corrections
-# (correct.bias, correct.centroids); not run when both are off.
+# (correct.bias, correct.centroids: weight_sharing.correct.needed_statistics); not run when no
+# stage reads them.
 
 
 rule calibration:
@@ -20,8 +21,8 @@ rule calibration:
         **EVAL_RESOURCES,
     params:
         model=model_cfg,
-        second_moment=config["correct"]["centroids"],
         evaluation=EVALUATION,
+        correct=config["correct"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/calibration.py"

@@ -18,7 +18,7 @@ rule candidates:
         **LIGHT_RESOURCES,
     params:
         bound=bound,
-        signal=config["candidates"]["signal"],
+        candidates=config["candidates"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/candidates.py"

@@ -16,18 +16,17 @@ def data_input(wildcards):
     return wscfg.network_paths(RESULTS, wildcards.net, config["networks"][wildcards.net])["npz"]
 
 
-def bias_statistics(wildcards):
-    """The calibration statistics, for the stages that apply codebooks when the bias is corrected."""
-    if config["correct"]["bias"]:
-        return [f"{RESULTS}/{wildcards.net}/calibration.safetensors"]
-    return []
+def calibration_statistics(refit=False):
+    """Input function: the calibration statistics file, for a stage whose corrections read any
+    (the plan's, from weight_sharing.correct.needed_statistics; ``refit``: the sweep, which also
+    refits centroids)."""
 
+    def statistics(wildcards):
+        if PLAN["statistics"]["refit" if refit else "evaluation"]:
+            return [f"{RESULTS}/{wildcards.net}/calibration.safetensors"]
+        return []
 
-def sweep_statistics(wildcards):
-    """The calibration statistics, for the sweep when any correction is on (centroid refit needs them too)."""
-    if config["correct"]["bias"] or config["correct"]["centroids"]:
-        return [f"{RESULTS}/{wildcards.net}/calibration.safetensors"]
-    return []
+    return statistics
 
 
 def sweep_chunks(net):
@@ -56,15 +55,15 @@ def sample_files(wildcards):
 
 
 def stage_benchmarks(wildcards):
-    """The benchmark file of every job of every timed stage (weight_sharing.report.STAGES)."""
+    """The benchmark file of every job of every timed stage (weight_sharing.job.STAGES)."""
     jobs = {
         "sweep": SWEEP_CHUNKS[wildcards.net],
         "sample": [f"shard_{i}" for i in range(config["sample"]["shards"])],
     }
     files = []
-    for stage in weight_sharing.report.STAGES:
-        if stage == "calibration" and not sweep_statistics(wildcards):
-            continue  # no correction: the stage does not run
+    for stage in wsjob.STAGES:
+        if stage == "calibration" and not calibration_statistics(refit=True)(wildcards):
+            continue  # no stage reads calibration statistics: the stage does not run
         if stage in jobs:
             files += [
                 f"{RESULTS}/{wildcards.net}/benchmarks/{stage}/{job}.tsv" for job in jobs[stage]

@@ -15,16 +15,7 @@ rule demo:
         **LIGHT_RESOURCES,
     params:
         model=lambda wc: config["networks"][wc.net]["model"],
-        n_train=config["demo"]["n_train"],
-        n_calib=config["demo"]["n_calib"],
-        n_test=config["demo"]["n_test"],
-        n_select=config["demo"]["n_select"],
-        split_seed=config["demo"]["split_seed"],
-        epochs=config["demo"]["epochs"],
-        batch_size=config["demo"]["batch_size"],
-        lr=config["demo"]["lr"],
-        dropout=config["demo"]["dropout"],
-        seed=config["demo"]["seed"],
+        demo=config["demo"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/demo.py"

@@ -5,7 +5,7 @@ rule export:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=bias_statistics,
+        calibration=calibration_statistics(),
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         validated=f"{RESULTS}/{{net}}/front_validated.parquet",
@@ -28,7 +28,7 @@ rule export:
         model=model_cfg,
         bound=bound,
         select=config["select"],
-        targets=config["export"]["targets"],
+        export=config["export"],
         correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,

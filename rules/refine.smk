@@ -5,7 +5,7 @@ rule refine:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=bias_statistics,
+        calibration=calibration_statistics(),
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         samples=sample_files,
@@ -28,7 +28,7 @@ rule refine:
         model=model_cfg,
         bound=bound,
         confidence=config["select"]["confidence"],
-        rounds=config["refine"]["rounds"],
+        refine=config["refine"],
         search=config["search"],
         correct=config["correct"],
         evaluation=EVALUATION,

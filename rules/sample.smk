@@ -6,7 +6,7 @@ rule sample:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=bias_statistics,
+        calibration=calibration_statistics(),
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
@@ -23,9 +23,7 @@ rule sample:
         **EVAL_RESOURCES,
     params:
         model=model_cfg,
-        n=config["sample"]["n"],
-        seed=config["sample"]["seed"],
-        shards=config["sample"]["shards"],
+        sample=config["sample"],
         correct=config["correct"],
         evaluation=EVALUATION,
         code_version=CODE_VERSION,

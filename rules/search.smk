@@ -1,4 +1,5 @@
-# NSGA-II on (predicted accuracy loss, exact compression rate).
+# The predicted front of (surrogate accuracy loss, exact compression rate): the exact knapsack front
+# (search.method: exact) or the paper's NSGA-II (nsga2).
 
 
 rule search:
@@ -17,11 +18,7 @@ rule search:
     resources:
         **LIGHT_RESOURCES,
     params:
-        method=config["search"]["method"],
-        max_points=config["search"]["max_points"],
-        pop_size=config["search"]["pop_size"],
-        generations=config["search"]["generations"],
-        seed=config["search"]["seed"],
+        search=config["search"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/search.py"

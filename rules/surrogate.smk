@@ -22,10 +22,7 @@ rule surrogate:
     resources:
         **LIGHT_RESOURCES,
     params:
-        features=config["surrogate"]["features"],
-        positive=config["surrogate"]["positive"],
-        folds=config["surrogate"]["folds"],
-        seed=config["surrogate"]["seed"],
+        surrogate=config["surrogate"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/surrogate.py"

@@ -1,12 +1,12 @@
-# One job per shared layer (sweep.layers_per_job: 1, the default; the file is named after the
-# layer) or per chunk of layers (part000, part001, ...): every K of the grid.
+# One job per chunk of sweep.layers_per_job shared layers (part000, part001, ...; at 1, a job per
+# layer, its file named after the layer): every K of the grid.
 
 
 rule sweep:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=sweep_statistics,
+        calibration=calibration_statistics(refit=True),
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/sweep/{{chunk}}.parquet",
@@ -22,8 +22,7 @@ rule sweep:
     params:
         model=model_cfg,
         layers=lambda wc: SWEEP_CHUNKS[wc.net][wc.chunk],
-        grid=weight_sharing.sweep.resolve_grid(config["sweep"]),
-        max_bins=config["sweep"]["max_bins"],
+        sweep=config["sweep"],
         sharing=config["sharing"],
         correct=config["correct"],
         evaluation=EVALUATION,

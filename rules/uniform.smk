@@ -5,7 +5,7 @@ rule uniform:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=bias_statistics,
+        calibration=calibration_statistics(),
         sweeps=sweep_files,
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
@@ -22,7 +22,7 @@ rule uniform:
         **EVAL_RESOURCES,
     params:
         model=model_cfg,
-        k_values=wscfg.uniform_k_values(config),
+        k_values=wsgrid.uniform_k_values(config["sweep"], config["uniform"]),
         selection=config["select"]["split"],
         correct=config["correct"],
         evaluation=EVALUATION,

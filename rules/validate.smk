@@ -5,7 +5,7 @@ rule validate:
     input:
         checkpoint=checkpoint_input,
         data=data_input,
-        calibration=bias_statistics,
+        calibration=calibration_statistics(),
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         front=f"{RESULTS}/{{net}}/front_refined.parquet",

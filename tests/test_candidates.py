@@ -2,8 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from weight_sharing.candidates import CandidateSet, select_candidates, select_layer_candidates
+from weight_sharing.candidates import select_candidates, select_layer_candidates
 from weight_sharing.compression import index_bits
+from weight_sharing.tables import CandidateSet
 
 
 def row(k, acc, base=0.9):

@@ -137,8 +137,8 @@ def test_shipped_configs_are_schema_valid():
         "efficientnet_b0": "light", "efficientnet_b1": "light", "efficientnet_b2": "light"}
     assert imagenet["sweep"]["layers_per_job"] == 8 and imagenet["search"]["method"] == "exact"
     paper = validate_schema({**imagenet, **yaml.safe_load((root / "configs/paper.yaml").read_text())})
-    assert paper["sample"]["n"] == 5000 and paper["search"] == {**paper["search"], "method": "nsga2",
-                                                                 "generations": 500}
+    assert paper["sample"]["n"] == 5000 and paper["search"]["method"] == "nsga2"
+    assert paper["search"]["nsga2"] == {"pop_size": 100, "generations": 500, "seed": 0}
     assert paper["surrogate"]["features"] == ["layer_al"] and paper["sweep"]["grid"] == "log"
 
 
@@ -248,3 +248,79 @@ def test_demo_selection_images_are_held_out_of_training():
     cfg["select"]["split"] = "unlabelled"
     with pytest.raises(ConfigError, match="select.split: unlabelled, but demo.n_select is 0"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "-x", ".hidden"])
+def test_network_names_that_are_not_a_plain_folder_are_refused(tiny_npz, lenet_checkpoint, name):
+    """`..` would plan its outputs outside the results folder and `.` among the summary files."""
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["networks"] = {name: cfg["networks"]["net"]}
+    with pytest.raises(ConfigError, match=r"networks.*does not match"):
+        validate_schema(cfg)
+
+
+def test_network_names_with_dots_and_dashes_inside_are_fine(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["networks"] = {"resnet18.v2-mine": cfg["networks"]["net"]}
+    validate_schema(cfg)
+
+
+def test_results_naming_a_file_is_refused(tiny_npz, lenet_checkpoint, tmp_path):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["results"] = str(tmp_path / "a_file")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match=r"results: .*a_file' is a file; allowed: a folder"):
+        check_config(cfg)
+
+
+def test_checkpoint_that_is_a_directory_is_named_as_one(tiny_npz, tmp_path):
+    cfg = base_config(tiny_npz, tmp_path)
+    with pytest.raises(ConfigError, match=r"model.checkpoint: .* is a directory; allowed: a state_dict file"):
+        check_config(cfg)
+
+
+def test_the_plan_is_kept_until_something_it_is_made_from_changes(tiny_npz, lenet_checkpoint, tmp_path, monkeypatch):
+    """workflow_plan checks once; a second call with nothing changed reuses the plan; a changed config value
+    or a rewritten checkpoint checks again."""
+    import os
+
+    from weight_sharing import config as wscfg
+
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["results"] = str(tmp_path / "results")
+    checks = []
+    check = wscfg.check_config
+    monkeypatch.setattr(wscfg, "check_config", lambda c: checks.append(1) or check(c))
+    first = wscfg.workflow_plan(cfg, state_dir=tmp_path / "state")
+    assert [l["name"] for l in first["layers"]["net"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert first["statistics"] == {"refit": ["second"], "evaluation": []}  # the defaults: centroid refit only
+    assert wscfg.workflow_plan(copy.deepcopy(cfg), state_dir=tmp_path / "state") == first and len(checks) == 1
+    cfg["correct"]["bias"] = True
+    assert wscfg.workflow_plan(cfg, state_dir=tmp_path / "state")["statistics"] == {
+        "refit": ["mean", "second"], "evaluation": ["mean"]}
+    assert len(checks) == 2
+    st = os.stat(lenet_checkpoint)
+    os.utime(lenet_checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    wscfg.workflow_plan(cfg, state_dir=tmp_path / "state")
+    assert len(checks) == 3
+    cfg["networks"]["net"]["bound"] = 1.5  # an invalid value found by the check is never kept
+    with pytest.raises(ConfigError):
+        wscfg.validate_schema(cfg)
+
+
+def test_a_parse_with_a_kept_plan_imports_no_torch(tmp_path):
+    """`snakemake -n` of the default config, the second time: no torch, numba, matplotlib or timm."""
+    import subprocess
+    import sys
+
+    from workflow_utils import REPO
+
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--quiet"]
+    def imported(proc):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+
+    heavy = {"torch", "numba", "matplotlib", "timm", "sklearn", "pymoo"}
+    assert "torch" in imported(subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True))  # checks the model
+    assert not imported(subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)) & heavy

@@ -13,9 +13,9 @@ from weight_sharing.compression import compression_rate
 from weight_sharing.correct import LayerStatistics, bias_shift, gather_statistics, output_error, refit_centroids
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
-from weight_sharing.export import export_compressed, load_compressed
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import create_model, shared_layers
+from weight_sharing.packed import export_compressed, load_compressed
 from weight_sharing.sharing import (
     assign_weight,
     codebook_values,
@@ -170,7 +170,8 @@ def test_bias_correction_keeps_the_first_layer_mean_output():
                   std=np.full(1, 0.25, np.float32))
     names = [n for n, _ in shared_layers(model)]
     stats = gather_statistics(Evaluator(model, split, device="cpu"), second_moment=False)
-    ev = Evaluator(model, split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()})
+    ev = Evaluator(model, split, device="cpu", corrections=["bias"],
+                   statistics={"mean": {n: s["mean"] for n, s in stats.items()}})
     conv1 = ev.layers["conv1"]
     outputs = []
     hook = conv1.register_forward_hook(lambda m, a, o: outputs.append(o.mean((0, 2, 3))))
@@ -203,8 +204,8 @@ def test_grouped_and_bias_corrected_export_roundtrip(tmp_path):
     assert True in kinds.values() and "linear" in kinds.values()  # depthwise and Linear layers are there
     stats = gather_statistics(Evaluator(model, split, device="cpu"), second_moment=True)
     calib = digits_split(seed=1)
-    ev = Evaluator(copy.deepcopy(model), split, device="cpu", bias_means={n: s["mean"] for n, s in stats.items()},
-                   batchnorm_split=calib)
+    ev = Evaluator(copy.deepcopy(model), split, device="cpu", corrections=["bias", "bn"],
+                   statistics={"mean": {n: s["mean"] for n, s in stats.items()}}, calibration=calib)
     group = 5
     books, uneven = {}, 0
     for i, (name, _) in enumerate(layers):
@@ -296,8 +297,8 @@ def test_batchnorm_reestimated_on_calibration_images_and_restored():
     model = create_model({"source": "timm", "arch": "resnet10t", "kwargs": {"in_chans": 1, "num_classes": 10}})
     model.eval()
     calib, test = digits_split(seed=1), digits_split(seed=2)
-    ev = Evaluator(model, test, device="cpu", batchnorm_split=calib, batch_size=16)
-    bn = ev.batchnorms[0]
+    ev = Evaluator(model, test, device="cpu", corrections=["bn"], calibration=calib, batch_size=16)
+    bn = ev.corrections[0].batchnorms[0]
     saved = bn.running_mean.clone()
     names = [n for n, _ in shared_layers(model)]
     books = {names[0]: kmeans_grid(ev.originals[names[0]].numpy().ravel(), [2])[2]}
@@ -313,3 +314,51 @@ def test_batchnorm_reestimated_on_calibration_images_and_restored():
     assert not torch.allclose(bn.running_mean, saved)
     ev.restore()
     assert torch.equal(bn.running_mean, saved)
+
+
+def test_a_registered_correction_reaches_the_spec_the_snakefile_and_the_export(monkeypatch, tiny_npz,
+                                                                               lenet_checkpoint, tmp_path):
+    """The protocol is all the rest knows of a correction: one registered here is planned (its statistics),
+    prepared from the calibration file, applied after the codebooks, undone, and its tensors exported."""
+    from safetensors.numpy import save_file
+
+    from weight_sharing.correct import CORRECTIONS, Correction, needed_statistics
+    from weight_sharing.evaluate import EvaluationSpec
+
+    class OutputShift(Correction):
+        """Adds each shared layer's mean input (a toy rule) to the bias of fc3 while codebooks are applied."""
+
+        key = "output_shift"
+        statistics = ("mean",)
+
+        def prepare(self, evaluator, inputs):
+            self.shift = float(np.mean(inputs.statistics["mean"]["fc3"]))
+            self.saved = evaluator.layers["fc3"].bias.detach().clone()
+
+        def apply(self, evaluator, names):
+            evaluator.layers["fc3"].bias.data += self.shift
+
+        def restore(self, evaluator, names):
+            evaluator.layers["fc3"].bias.data.copy_(self.saved)
+
+        def export_tensors(self, evaluator):
+            return {"fc3.bias": evaluator.layers["fc3"].bias.detach().numpy().copy()}
+
+    monkeypatch.setitem(CORRECTIONS, OutputShift.key, OutputShift)
+    assert needed_statistics({"output_shift": True}) == ("mean",)
+    assert needed_statistics({"output_shift": False}) == ()
+    stats = tmp_path / "calibration.safetensors"
+    save_file({"fc3.mean": np.full((1, 84), 0.5)}, str(stats))
+    model = {"source": "builtin", "arch": "lenet5", "checkpoint": str(lenet_checkpoint)}
+    spec = EvaluationSpec(model=model, data=str(tiny_npz), engine={"device": "cpu"},
+                          correct={"output_shift": True}, statistics=str(stats))
+    ev = spec.evaluator("test", ["fc3"])
+    before = ev.layers["fc3"].bias.detach().clone()
+    books = {"fc3": kmeans_grid(ev.originals["fc3"].numpy().ravel(), [4])[4]}
+    ev.apply(books)
+    assert torch.allclose(ev.layers["fc3"].bias, before + 0.5)
+    assert np.allclose(ev.export_tensors()["fc3.bias"], before.numpy() + 0.5)
+    ev.restore()
+    assert torch.equal(ev.layers["fc3"].bias, before)
+    with pytest.raises(ValueError, match="no calibration statistics file"):
+        EvaluationSpec(model=model, data=str(tiny_npz), correct={"output_shift": True}).evaluator("test", ["fc3"])

@@ -8,7 +8,9 @@ from safetensors.numpy import load_file, save_file
 
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
-from weight_sharing.export import (
+from weight_sharing.kmeans import kmeans_grid
+from weight_sharing.models import LeNet5, create_model, shared_layers
+from weight_sharing.packed import (
     ExportFormatError,
     export_compressed,
     huffman_bits,
@@ -18,8 +20,6 @@ from weight_sharing.export import (
     read_metadata,
     unpack_bits,
 )
-from weight_sharing.kmeans import kmeans_grid
-from weight_sharing.models import LeNet5, create_model, shared_layers
 
 
 @pytest.mark.parametrize("width", range(1, 11))
@@ -131,14 +131,14 @@ def rewrite(path, meta_update=None, tensor_update=None):
     tensors = load_file(str(path))
     meta.update(meta_update or {})
     tensors.update(tensor_update or {})
-    from weight_sharing.export import _payload_hash
+    from weight_sharing.packed import _payload_hash
     meta["payload_sha256"] = _payload_hash(tensors, meta)
     save_file(tensors, str(path), metadata=meta)
 
 
 def test_pack_in_chunks_equals_one_piece():
     """Packing is chunked (bounded memory); the stream equals packing every value at once."""
-    from weight_sharing.export import PACK_CHUNK
+    from weight_sharing.packed import PACK_CHUNK
     rng = np.random.default_rng(5)
     for width in (1, 3, 10):
         v = rng.integers(0, 1 << width, 3 * PACK_CHUNK + 13)

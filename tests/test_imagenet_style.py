@@ -127,7 +127,7 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
         "sweep": {"k_values": [2, 16, 256], "layers_per_job": 30},
         "sample": {"n": 30, "shards": 1},
         "surrogate": {"folds": 3},
-        "search": {"pop_size": 10, "generations": 5},
+        "search": {"nsga2": {"pop_size": 10, "generations": 5}},
         "uniform": {"k_max": 256},
     }
     write_config(tmp_path, config)
@@ -138,7 +138,7 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
     make_folder(tmp_path / "val")  # repair the image
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    from weight_sharing.export import load_compressed
+    from weight_sharing.packed import load_compressed
 
     for net, crop in (("rn", 32), ("gnet", 64)):
         root = tmp_path / "results" / net

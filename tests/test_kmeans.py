@@ -4,7 +4,8 @@ import kmeans1d
 import numpy as np
 import pytest
 
-from weight_sharing.kmeans import assign, inertia, kmeans_grid
+from weight_sharing.codebook import assign
+from weight_sharing.kmeans import inertia, kmeans_grid
 
 
 def brute_force(x, k):

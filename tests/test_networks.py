@@ -12,9 +12,9 @@ from PIL import Image
 from weight_sharing.config import ConfigError, architecture_layers, check_config, load_config, validate_schema
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
-from weight_sharing.export import export_compressed, load_compressed
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import architecture, build_model, create_model, layer_records, shared_layers
+from weight_sharing.packed import export_compressed, load_compressed
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = [REPO / "config.yaml", REPO / "configs/imagenet.yaml", REPO / "configs/benchmark.yaml"]
@@ -227,7 +227,7 @@ def test_selection_images_held_out_from_test_and_measured_without_labels(tmp_pat
     with pytest.raises(ValueError, match="no labels"):
         ev.accuracy()
     before = ev.predictions().clone()
-    from weight_sharing.kmeans import Codebook
+    from weight_sharing.codebook import Codebook
     # fc3 with two far-off, sign-flipped values: an untrained network whose predictions must change
     ev.apply({"fc3": Codebook(k=2, thresholds=np.array([0.0]), centroids=np.array([3.0, -3.0], np.float32),
                               inertia=0.0)})

@@ -26,7 +26,7 @@ def test_complete_run_plans_nothing(tiny_run):
 
 
 def test_changing_generations_reruns_search_and_after_only(tiny_run):
-    jobs = dry_run_after_change(tiny_run, lambda c: c["search"].update(generations=13))
+    jobs = dry_run_after_change(tiny_run, lambda c: c["search"].setdefault("nsga2", {}).update(generations=13))
     assert set(jobs) == DOWNSTREAM_OF_SEARCH
 
 

@@ -139,3 +139,41 @@ def test_the_summary_flags_a_calibration_draw_unlike_the_test_images():
     assert split_difference_z(0.97, 500, 0.975, 1000) == pytest.approx(-0.567, abs=2e-3)  # the demo's draw
     assert split_difference_z(1.0, 500, 1.0, 1000) == 0.0
     assert "-2.8 standard errors" in _draw_flag(z) and _draw_flag(-0.57) == "" and _draw_flag(None) == ""
+
+
+def test_stage_of_reads_the_path_from_its_end():
+    """A results folder under a folder named benchmarks (the benchmark runs' own) still times the right stage."""
+    from weight_sharing.report import stage_of
+
+    assert stage_of("/w/benchmarks/runs/net/benchmarks/sweep/part000.tsv") == "sweep"
+    assert stage_of("/w/benchmarks/runs/net/benchmarks/export.tsv") == "export"
+    with pytest.raises(ValueError, match="not a benchmark file"):
+        stage_of("/w/net/logs/export.log")
+
+
+def test_fronts_star_marks_the_chosen_point_not_another_with_the_same_k(tmp_path, monkeypatch):
+    """Two validated points with the same K vector and different codebook counts: the star goes to the
+    chosen point (by its number), never to the other."""
+    import matplotlib.axes
+    import pyarrow as pa
+
+    from weight_sharing import report
+
+    stars = []
+    scatter = matplotlib.axes.Axes.scatter
+
+    def spy(self, x, y, *args, **kwargs):
+        if kwargs.get("marker") == "*":
+            stars.append((list(map(float, x)), list(map(float, y))))
+        return scatter(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
+    rows = [{"point": 0, "k": [2, 2], "groups": [1, 1], "cr": 10.0, "calib_al": 0.004, "test_al": 0.006,
+             "on_front": True},
+            {"point": 1, "k": [2, 2], "groups": [1, 6], "cr": 9.0, "calib_al": 0.001, "test_al": 0.002,
+             "on_front": True}]
+    predicted = pa.Table.from_pylist([{"cr": r["cr"], "predicted_al": r["calib_al"]} for r in rows])
+    uniform = pa.Table.from_pylist([{"cr": 4.0, "test_al": 0.001}])
+    report.plot_fronts(predicted, pa.Table.from_pylist(rows), uniform, {"test_accuracy": 0.97}, 0.99,
+                       tmp_path / "fronts.png", "t", chosen=1)
+    assert stars == [([9.0], [pytest.approx(0.2)])]

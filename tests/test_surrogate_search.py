@@ -2,12 +2,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from weight_sharing.candidates import CandidateSet
 from weight_sharing.compression import compression_rates
 from weight_sharing.pareto import pareto_mask
 from weight_sharing.sample import draw_combinations, shard_bounds
-from weight_sharing.search import run_nsga2
-from weight_sharing.surrogate import design_matrix, fit_surrogate, predict
+from weight_sharing.search_methods import run_nsga2
+from weight_sharing.surrogate_model import design_matrix, fit_surrogate, predict
+from weight_sharing.tables import CandidateSet
 
 
 def test_surrogate_recovers_known_linear_model():
@@ -157,7 +157,7 @@ def test_nsga2_with_a_single_candidate_layer():
 
 def test_all_zero_layer_gives_finite_features():
     """A layer of zeros (energy 0) has no relative noise to measure: 0, not NaN, in the fit and the search."""
-    from weight_sharing.surrogate import feature_values
+    from weight_sharing.surrogate_model import feature_values
 
     f = feature_values(al=np.zeros((3, 2)), kl=np.zeros((3, 2)), inertia=np.array([[0.0, 1.0]] * 3),
                        energy=np.array([0.0, 4.0]))
@@ -177,7 +177,7 @@ def test_knapsack_front_is_exact_against_brute_force(seed):
     """Every returned point is optimal for its cost, and every Pareto point of the whole space is returned."""
     import itertools
 
-    from weight_sharing.search import knapsack_front
+    from weight_sharing.search_methods import knapsack_front
 
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, 5, size=int(rng.integers(2, 6)))
@@ -198,7 +198,7 @@ def test_knapsack_front_is_exact_against_brute_force(seed):
 
 
 def test_exact_search_front_dominates_nsga2():
-    from weight_sharing.search import run_exact
+    from weight_sharing.search_methods import run_exact
 
     cands = make_candidates(n_layers=5, seed=2)
     surrogate = {"kind": "linear", "features": ["layer_al", "layer_noise"], "layers": cands.layer_names,
@@ -219,7 +219,7 @@ def test_mutation_reaches_every_candidate():
     """A 2-candidate layer flips; a 3-candidate layer reaches both other values; 1 candidate stays."""
     from pymoo.core.problem import Problem
 
-    from weight_sharing.search import ResampleMutation
+    from weight_sharing.search_methods import ResampleMutation
 
     problem = Problem(n_var=3, n_obj=1, xl=0, xu=np.array([1, 2, 0]), vtype=int)
     x = np.zeros((20000, 3))
@@ -251,7 +251,7 @@ class FakeEvaluator:
 
 
 def test_refinement_rounds_add_data_and_stop():
-    from weight_sharing.refine import refine
+    from weight_sharing.refine import refine_front
     from weight_sharing.sample import draw_combinations
 
     cands = make_candidates(n_layers=4, seed=5)
@@ -268,12 +268,12 @@ def test_refinement_rounds_add_data_and_stop():
     x = design_matrix(["layer_al"], {"layer_al": np.array([r["layer_al"] for r in rows])})
     surrogate, _ = fit_surrogate(x, samples.column("al").to_numpy(), cands.layer_names, folds=4,
                                  feature_names=["layer_al"], positive=True)
-    search = {"method": "exact", "max_points": 30, "pop_size": 10, "generations": 5, "seed": 0}
-    from weight_sharing.search import run_search
+    search = {"method": "exact", "exact": {"max_points": 30}, "nsga2": {"pop_size": 10, "generations": 5, "seed": 0}}
+    from weight_sharing.search_methods import run_search
 
-    front = run_search(cands, surrogate, **search)
+    front = run_search(cands, surrogate, search)
     baseline = {"calib_images": 500, "calib_accuracy": 0.9}
-    out, final, history = refine(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 5, search)
+    out, final, history = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 5, search)
     assert 1 <= len(history) <= 6 and history[0]["round"] == 0
     assert history[-1]["samples"] == 40 + sum(h["measured"] for h in history[:-1])
     # it stopped because the chosen CR stopped improving (or the rounds ran out)
@@ -281,14 +281,14 @@ def test_refinement_rounds_add_data_and_stop():
     assert len(history) == 6 or crs[-1] <= max(crs[:-1]) + 1e-9
     assert len(out) == sum(h["measured"] for h in history)
     assert {tuple(r["choice"]) for r in front.to_pylist()} <= {tuple(r["choice"]) for r in out.to_pylist()}
-    none, _, h0 = refine(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 0, search)
+    none, _, h0 = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 0, search)
     assert len(h0) == 1 and len(none) == len(front)
 
 
 def test_surrogate_of_a_tiny_search_space():
     """Fewer combinations than folds (every layer kept one or two candidates): leave-one-out, or with one
     combination no held-out score, instead of stopping the run."""
-    from weight_sharing.surrogate import fit_surrogate
+    from weight_sharing.surrogate_model import fit_surrogate
 
     x = np.array([[0.1, 0.2], [0.3, 0.1]])
     model, oof = fit_surrogate(x, np.array([0.01, 0.03]), ["a", "b"], folds=5)
@@ -296,3 +296,16 @@ def test_surrogate_of_a_tiny_search_space():
     model, oof = fit_surrogate(x[:1], np.array([0.02]), ["a", "b"], folds=5)
     assert np.isnan(model["r2_heldout"]) and np.isnan(oof).all()
     assert model["intercept"] + np.dot(model["coef"], x[0]) == pytest.approx(0.02)
+
+
+def test_spread_keeps_at_most_n_points_with_ties_at_the_end():
+    from weight_sharing.search_methods import spread
+
+    values = np.array([1.0, 2.0, 3.0, 3.0, 3.0])
+    picked = spread(values, 2)
+    assert len(picked) <= 2 and picked[0] == 0 and picked[-1] == len(values) - 1
+    for n in range(2, 8):
+        rng = np.random.default_rng(n)
+        v = np.sort(rng.integers(0, 4, size=12)).astype(float)
+        got = spread(v, n)
+        assert len(got) <= n and got[0] == 0 and got[-1] == len(v) - 1

@@ -8,9 +8,11 @@ from weight_sharing import sweep
 from weight_sharing.correct import gather_statistics, refit_centroids
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
+from weight_sharing.grid import k_grid, layer_grid, resolve_grid
 from weight_sharing.kmeans import kmeans_grid
 from weight_sharing.models import LeNet5
-from weight_sharing.sweep import cluster_layers, k_grid, layer_grid, resolve_grid, sweep_layers
+from weight_sharing.sweep import cluster_layers, sweep_layers
+from weight_sharing.tables import codebook_from_row
 
 
 def test_paper_grid():
@@ -81,7 +83,7 @@ def test_refit_values_kept_only_where_the_network_kl_is_lower(monkeypatch):
             assert r["kl"] < r["kmeans_kl"]
         else:
             assert r["centroids"] == p["centroids"] and r["kl"] == p["kl"]
-        with ev.applied({r["layer"]: sweep.codebook_from_row(r)}):
+        with ev.applied({r["layer"]: codebook_from_row(r)}):
             assert ev.measure().kl == pytest.approx(r["kl"], rel=1e-9, abs=1e-15)
     # a refit that hurts everywhere is never kept: the sweep is the plain one
     monkeypatch.setattr(sweep, "refit_centroids", lambda w, cb, *a, **kw: replace(cb, centroids=3 * cb.centroids))

@@ -84,7 +84,7 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     samples = read(tiny_run, "samples/shard_0.parquet") + read(tiny_run, "samples/shard_1.parquet")
     assert sorted(s["sample"] for s in samples) == list(range(60))
     assert len({tuple(s["choice"]) for s in samples}) == 60  # distinct combinations
-    from weight_sharing.candidates import CandidateSet
+    from weight_sharing.tables import CandidateSet
 
     cands = CandidateSet(pq.read_table(tiny_run / "results/tiny/candidates.parquet"), read(tiny_run, "layers.parquet"))
     for s in samples:
@@ -129,11 +129,11 @@ def test_uniform_256_loses_almost_nothing(tiny_run):
 
 
 def test_export_reloads_to_the_validated_model(tiny_run):
-    from weight_sharing.candidates import CandidateSet
     from weight_sharing.data import load_split
     from weight_sharing.evaluate import Evaluator
-    from weight_sharing.export import load_compressed
     from weight_sharing.models import LeNet5
+    from weight_sharing.packed import load_compressed
+    from weight_sharing.tables import CandidateSet
 
     net = tiny_run / "results/tiny"
     rows = read(tiny_run, "export.parquet")
@@ -232,12 +232,12 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     """Every correction on, grouped codebooks, choices on the unlabelled selection images: the run completes,
     the search may mix per-tensor and grouped codebooks, each export reloads to exactly what validation
     measured (bias-corrected, refit values), and the reported point follows the selection images."""
-    from weight_sharing.calibration import read_statistics
-    from weight_sharing.candidates import CandidateSet
+    from weight_sharing.correct import read_statistics
     from weight_sharing.data import load_split
     from weight_sharing.evaluate import Evaluator
-    from weight_sharing.export import load_compressed
     from weight_sharing.models import LeNet5
+    from weight_sharing.packed import load_compressed
+    from weight_sharing.tables import CandidateSet
 
     cfg = copy.deepcopy(TINY)
     cfg["sharing"] = {"granularity": "grouped_channel", "group": 5}
@@ -264,7 +264,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
         original = LeNet5()
         original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
         point = next(v for v in validated.values() if v["k"] == r["k"] and v["cr"] == r["cr"])
-        reference = Evaluator(original, split, device="cpu", bias_means=means)
+        reference = Evaluator(original, split, device="cpu", corrections=["bias"], statistics={"mean": means})
         reference.apply(cands.codebooks_of(point["choice"]))
         got = Evaluator(model, split, device="cpu").predictions()
         assert torch.equal(reference.predictions(), got)
@@ -288,7 +288,8 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     point = max(rows, key=lambda r: r["cr"])
     original = LeNet5()
     original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
-    ev = Evaluator(original, load_split(net / "demo/data.npz", "select"), device="cpu", bias_means=means)
+    ev = Evaluator(original, load_split(net / "demo/data.npz", "select"), device="cpu", corrections=["bias"],
+                   statistics={"mean": means})
     before = ev.predictions().clone()
     ev.apply(cands.codebooks_of(point["choice"]))
     assert float((ev.predictions() != before).double().mean()) == pytest.approx(point["select_changed"], abs=1e-12)

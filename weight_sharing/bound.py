@@ -27,7 +27,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-SELECTIONS = ("calib", "unlabelled")
 TOLERANCE = 1e-12  # accuracies are fractions of a split; equality at the bound counts as meeting it
 
 
@@ -109,22 +108,33 @@ def changed_upper_bound(changed, n, confidence: float):
     return np.where(count >= n, 1.0, beta.ppf(confidence, count + 1, np.maximum(n - count, 1)))
 
 
-def selectable_rows(rows: list[dict], baseline: dict, bound: float, confidence: float,
-                    selection: str = "calib") -> np.ndarray:
-    """Which rows may be chosen: ``calib``: the paired loss bound on the labelled calibration split;
-    ``unlabelled``: the changed-prediction bound on the unlabelled selection split (``select_*``
-    columns). Either way against the allowed loss of the calibration baseline; never the test split."""
-    if selection == "calib":
-        return selectable([r["calib_broken"] for r in rows], [r["calib_fixed"] for r in rows],
-                          baseline["calib_images"], baseline["calib_accuracy"], bound, confidence)
-    if selection != "unlabelled":
-        raise ValueError(f"select.split: {selection!r}; allowed: {', '.join(SELECTIONS)}")
+def calib_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float) -> np.ndarray:
+    """``select.split: calib``: the paired loss bound on the labelled calibration split."""
+    return selectable([r["calib_broken"] for r in rows], [r["calib_fixed"] for r in rows],
+                      baseline["calib_images"], baseline["calib_accuracy"], bound, confidence)
+
+
+def unlabelled_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float) -> np.ndarray:
+    """``select.split: unlabelled``: the changed-prediction bound on the unlabelled selection split
+    (``select_*`` columns), against the allowed loss of the calibration baseline."""
     missing = [i for i, r in enumerate(rows) if r.get("select_changed") is None or not r.get("select_images")]
     if missing:
         raise ValueError(f"select.split: unlabelled, but {len(missing)} of {len(rows)} points have no measurement "
                          "on the selection split (rerun validate and uniform with this setting)")
     ub = changed_upper_bound([r["select_changed"] for r in rows], [r["select_images"] for r in rows], confidence)
     return ub <= allowed_loss(baseline["calib_accuracy"], bound) + TOLERANCE
+
+
+# select.split -> which measured rows may be chosen; never on the test split
+SELECTIONS = {"calib": calib_selectable, "unlabelled": unlabelled_selectable}
+
+
+def selectable_rows(rows: list[dict], baseline: dict, bound: float, confidence: float,
+                    selection: str = "calib") -> np.ndarray:
+    """Which rows may be chosen under the ``selection`` rule (see :data:`SELECTIONS`)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"select.split: {selection!r}; allowed: {', '.join(SELECTIONS)}")
+    return SELECTIONS[selection](rows, baseline, bound, confidence)
 
 
 def choose(rows: list[dict], baseline: dict, bound: float, confidence: float,

@@ -3,7 +3,8 @@
 One pass of the unmodified network with hooks (``correct.gather_statistics``) gives, per
 shared layer, the mean of its input rows (for bias correction) and, when data-aware
 centroids are asked for, their second moment. Written once per network to a safetensors
-file (``{layer}.mean``, ``{layer}.second``); the later stages read only the tensors they need.
+file (``{layer}.mean``, ``{layer}.second``); the later stages read only the tensors they need
+(``correct.read_statistics``).
 """
 
 from __future__ import annotations
@@ -12,35 +13,22 @@ import logging
 import time
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from .correct import gather_statistics
-from .evaluate import evaluator_for
-from .io import atomic_path, read_parquet
+from .correct import gather_statistics, needed_statistics
+from .evaluate import EvaluationSpec
+from .io import atomic_path
+from .tables import read_layers
 
 log = logging.getLogger(__name__)
 
 
-def read_statistics(path: str, layers, what: str = "mean") -> dict[str, np.ndarray]:
-    """``what`` (``mean`` or ``second``) of each of ``layers`` from a calibration file."""
-    out = {}
-    with safe_open(path, framework="numpy") as f:
-        keys = set(f.keys())
-        for name in layers:
-            key = f"{name}.{what}"
-            if key not in keys:
-                raise ValueError(f"{path}: no {what} statistics for layer {name!r}"
-                                 + (" (run with correct.centroids to gather second moments)"
-                                    if what == "second" else ""))
-            out[name] = f.get_tensor(key)
-    return out
-
-
-def run(*, model_cfg: dict, data_npz: str, layers_parquet: str, second_moment: bool, evaluation: dict,
-        out: str) -> None:
-    layers = [l["name"] for l in read_parquet(layers_parquet).to_pylist()]
-    ev = evaluator_for(model_cfg, data_npz, "calib", {**evaluation, "compile": False}, layers=layers)  # hooks
+def run(*, spec: EvaluationSpec, layers: str, correct: dict, out: str) -> None:
+    """The statistics the ``correct`` section's corrections and the centroid refit read
+    (``correct.needed_statistics``): the mean always, the second moment for the refit."""
+    names = [l["name"] for l in read_layers(layers)]
+    second_moment = "second" in needed_statistics(correct, refit=True)
+    ev = spec.uncorrected().evaluator("calib", names, compile=False)  # hooks
     t = time.perf_counter()
     stats = gather_statistics(ev, second_moment=second_moment)
     ev.release()

@@ -1,22 +1,26 @@
 """Configuration: the JSON schema (shape, defaults) and the checks a schema cannot make.
 
 The workflow validates the schema with ``snakemake.utils.validate`` and then
-calls :func:`check_config` before any job runs, so a bad value stops the run
-with a message naming the key, the value and what is allowed.
+asks :func:`workflow_plan` for what its rules need; the plan comes from
+:func:`check_config`, run before any job, so a bad value stops the run with a
+message naming the key, the value and what is allowed. The plan is kept between
+parses (``snakemake -n``, every rerun) while nothing it was made from changed, so
+a parse then imports no torch: this module imports torch and the models only
+where a check builds one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from importlib.resources import files
 from pathlib import Path
 
-import torch
 import yaml
 
 from .bound import network_bound
-from .data import SELECT, check_disjoint, check_npz
-from .demo import check_sizes
-from .models import architecture, build_model, create_model, layer_records
-from .sweep import resolve_grid
+from .data import SELECT, check_demo_sizes, check_disjoint, check_npz
+from .grid import resolve_grid, uniform_k_values
 
 SCHEMA_PATH = str(files("weight_sharing") / "schemas" / "config.schema.yaml")
 
@@ -80,6 +84,8 @@ def check_network(config: dict, net: str) -> list[dict]:
     held out of training, a network's own .npz must hold ``x_select`` (its training images cannot stand
     in: a network may change far fewer of its predictions on them, measured 2.3x and 12.6x fewer on two
     benchmark networks, benchmarks/README.md)."""
+    from .models import build_model, create_model, layer_records
+
     net_cfg = config["networks"][net]
     key = f"networks.{net}"
     model_cfg = net_cfg["model"]
@@ -139,6 +145,8 @@ def check_network(config: dict, net: str) -> list[dict]:
 
 def _num_classes(model, image_shape, images: str) -> int:
     """Outputs of the (eval-mode) model for one blank image; ConfigError if the shape does not fit."""
+    import torch
+
     try:
         with torch.inference_mode():
             out = model(torch.zeros(1, *image_shape))
@@ -149,7 +157,8 @@ def _num_classes(model, image_shape, images: str) -> int:
 
 def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[dict]:
     """Layout, classes, split sizes and the model's input, before any decoding."""
-    from .decode import list_images, split_per_class
+    from .images import list_images, split_per_class
+    from .models import layer_records
 
     try:
         _, labels, classes = list_images(data)
@@ -174,7 +183,7 @@ def input_shape(model, model_cfg: dict, data: dict | None) -> tuple[int, ...]:
         return DEMO_IMAGE_SHAPE
     if data.get("npz"):
         return tuple(check_npz(data["npz"])["image_shape"])
-    from .decode import model_preprocessing
+    from .images import model_preprocessing
 
     crop = model_preprocessing(model, model_cfg, data.get("image_size")).crop
     return (3, crop, crop)
@@ -182,12 +191,14 @@ def input_shape(model, model_cfg: dict, data: dict | None) -> tuple[int, ...]:
 
 def check_config(config: dict) -> dict[str, list[dict]]:
     """All checks beyond the schema; returns each network's shared-layer table (for per-layer jobs)."""
+    results = Path(config["results"])
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results: {str(results)!r} is a file; allowed: a folder (created if missing)")
     try:
         grid = resolve_grid(config["sweep"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    uniform = [k for k in grid if k <= config["uniform"]["k_max"]]
-    if not uniform:
+    if not uniform_k_values(config["sweep"], config["uniform"]):
         raise ConfigError(f"uniform.k_max: {config['uniform']['k_max']} is below every K of the sweep grid "
                           f"(smallest {grid[0]})")
     ev = config["evaluation"]
@@ -196,7 +207,7 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     if any(n.get("demo") for n in config["networks"].values()):
         demo = config["demo"]
         try:
-            check_sizes(demo["n_train"], demo["n_calib"], demo["n_test"], demo["n_select"])
+            check_demo_sizes(demo["n_train"], demo["n_calib"], demo["n_test"], demo["n_select"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     if config["sample"]["shards"] > config["sample"]["n"]:
@@ -225,6 +236,8 @@ def architecture_layers(config: dict) -> dict[str, list[dict]]:
     For the jobs a cluster runs: the submitting process has already run
     :func:`check_config`; a job needs only the layer names to rebuild its DAG.
     """
+    from .models import architecture, create_model, layer_records
+
     out = {}
     for net, net_cfg in config["networks"].items():
         model_cfg = {**architecture(net_cfg["model"]), "pretrained": False}
@@ -235,8 +248,74 @@ def architecture_layers(config: dict) -> dict[str, list[dict]]:
     return out
 
 
-def uniform_k_values(config: dict) -> list[int]:
-    return [k for k in resolve_grid(config["sweep"]) if k <= config["uniform"]["k_max"]]
+PLAN_FORMAT = 1
+
+
+def _stat(path) -> list | None:
+    """Size and modification time of a file (None if absent): what says it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def plan_key(config: dict) -> str | None:
+    """A digest of everything the plan is made from: the whole config, the library's own source and schema,
+    and each network's checkpoint and .npz; None when a network reads an image folder (its listing is
+    checked afresh every time)."""
+    inputs = {}
+    for net, net_cfg in config["networks"].items():
+        if (net_cfg.get("data") or {}).get("root"):
+            return None
+        paths = network_paths(config["results"], net, net_cfg)
+        if not net_cfg.get("demo"):
+            inputs[net] = {str(paths["checkpoint"]): _stat(paths["checkpoint"]) if paths["checkpoint"] else None,
+                           str(paths["npz"]): _stat(paths["npz"])}
+    package = Path(__file__).parent
+    source = {str(f.relative_to(package)): _stat(f) for f in sorted(package.glob("*.py"))}
+    source["schema"] = _stat(SCHEMA_PATH)
+    blob = json.dumps({"format": PLAN_FORMAT, "config": config, "inputs": inputs, "source": source},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_path(config: dict, state_dir: str | Path = ".snakemake") -> Path:
+    """Where the plan of a results folder is kept: beside Snakemake's own state of the working directory."""
+    results = os.path.abspath(config["results"])
+    return Path(state_dir) / "weight_sharing" / f"plan-{hashlib.sha256(results.encode()).hexdigest()[:16]}.json"
+
+
+def workflow_plan(config: dict, remote: bool = False, state_dir: str | Path = ".snakemake") -> dict:
+    """What the rules need from a (schema-validated) config, checked once before any job.
+
+    ``layers``: each network's shared layers (name, weights); ``statistics``: the calibration statistics
+    the sweep (``refit``) and the other evaluating stages (``evaluation``) read under ``correct``
+    (``correct.needed_statistics``; empty: no calibration stage). Made by :func:`check_config` (or, on a
+    cluster node, ``remote``, from the architectures alone: the submitting host checked) and kept under
+    ``state_dir`` while :func:`plan_key` is unchanged, so a later parse builds no model and imports no torch.
+    """
+    key = None if remote else plan_key(config)
+    path = plan_path(config, state_dir)
+    if key is not None and path.is_file():
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            kept = {}
+        if kept.get("key") == key:
+            return kept["plan"]
+    from .correct import needed_statistics
+
+    layers = architecture_layers(config) if remote else check_config(config)
+    plan = {"layers": {net: [{"name": l["name"], "weights": int(l["weights"])} for l in table]
+                       for net, table in layers.items()},
+            "statistics": {"refit": list(needed_statistics(config["correct"], refit=True)),
+                           "evaluation": list(needed_statistics(config["correct"]))}}
+    if key is not None:
+        from .io import write_json
+
+        write_json({"key": key, "plan": plan}, path)
+    return plan
 
 
 def evaluation_params(config: dict) -> dict:
@@ -252,4 +331,4 @@ def load_config(path: str | Path) -> dict:
 
 
 __all__ = ["ConfigError", "SCHEMA_PATH", "architecture_layers", "check_config", "evaluation_params", "input_shape",
-           "load_config", "model_config", "network_bound", "network_paths", "uniform_k_values", "validate_schema"]
+           "load_config", "model_config", "network_bound", "network_paths", "validate_schema", "workflow_plan"]

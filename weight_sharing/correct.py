@@ -13,18 +13,27 @@ patches (as ``F.unfold`` lays them out, padding included) of a convolution, per 
   row's one-hot assignment, S: the input second moment, or the input covariance when the bias is
   corrected too, since the correction removes the mean error): the K x K normal equations
   (sum_r A_r^T S A_r) c = sum_r A_r^T S w_r.
+- BatchNorm re-estimation: after the codebooks are applied, the running statistics of every
+  BatchNorm layer are re-estimated on the calibration images (one pass in training mode).
+
+Bias correction and BatchNorm re-estimation act on an evaluator after its codebooks are applied;
+both implement :class:`Correction` and are listed in :data:`CORRECTIONS` under their key of the
+``correct`` config section, which is all an evaluator, the export and the workflow know of them.
+The centroid refit changes the codebooks themselves and runs in the sweep only.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
-from .kmeans import Codebook
+from .codebook import Codebook
 from .sharing import row_groups, shared_weight
 
 UNFOLD_CHUNK = 1 << 24  # unfolded elements per step when gathering convolution statistics
@@ -223,3 +232,174 @@ def output_error(weight: np.ndarray, shared: np.ndarray, moment: np.ndarray, mea
                         .reshape(out, -1))
     rows = torch.arange(out) // (out // s.shape[0])
     return float((_times_moment(s, rows, d) * d).sum())
+
+
+# --- the calibration statistics file --------------------------------------------------------------
+
+STATISTICS = ("mean", "second")  # what the calibration stage can gather per shared layer
+REFIT_STATISTICS = ("second",)  # what the centroid refit (correct.centroids, in the sweep) reads
+
+
+def read_statistics(path: str, layers, what: str = "mean") -> dict[str, np.ndarray]:
+    """``what`` (``mean`` or ``second``) of each of ``layers`` from a calibration file."""
+    out = {}
+    with safe_open(path, framework="numpy") as f:
+        keys = set(f.keys())
+        for name in layers:
+            key = f"{name}.{what}"
+            if key not in keys:
+                raise ValueError(f"{path}: no {what} statistics for layer {name!r}"
+                                 + (" (run with correct.centroids to gather second moments)"
+                                    if what == "second" else ""))
+            out[name] = f.get_tensor(key)
+    return out
+
+
+# --- corrections applied after the codebooks ------------------------------------------------------
+
+@dataclass
+class CorrectionInputs:
+    """What a correction may prepare from: the calibration statistics it declared (what -> layer ->
+    array) and, on demand, an evaluator over the calibration images sharing the evaluated model."""
+
+    statistics: Mapping[str, Mapping[str, np.ndarray]]
+    calibration: Callable[[], object]
+
+
+class Correction:
+    """A correction of the shared network computed from the calibration images, without retraining.
+
+    ``key``: its switch in the ``correct`` config section; ``statistics``: the calibration statistics
+    (:data:`STATISTICS`) it reads. An evaluator calls ``prepare`` once, ``apply`` after the codebooks
+    of ``names`` are applied, ``restore`` after their original weights are back, ``release`` when
+    done; the export stores ``export_tensors`` (state_dict entries) with the shared weights.
+    """
+
+    key: ClassVar[str]
+    statistics: ClassVar[tuple[str, ...]] = ()
+
+    def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
+        pass
+
+    def apply(self, evaluator, names) -> None:
+        pass
+
+    def restore(self, evaluator, names) -> None:
+        pass
+
+    def export_tensors(self, evaluator) -> dict[str, np.ndarray]:
+        return {}
+
+    def release(self) -> None:
+        pass
+
+
+class BiasCorrection(Correction):
+    """``correct.bias``: each shared layer's mean output shift added to its bias. Every shared layer gets a
+    bias (zero where it had none, which changes no output)."""
+
+    key = "bias"
+    statistics = ("mean",)
+
+    def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
+        means = inputs.statistics.get("mean")
+        if means is None:
+            raise ValueError("bias correction: no input statistics (the calibration stage's mean of each layer)")
+        missing = [n for n in evaluator.layers if n not in means]
+        if missing:
+            raise ValueError(f"bias correction: no input statistics for layers {missing}")
+        self.means = {n: torch.as_tensor(np.asarray(means[n]), device=evaluator.device) for n in evaluator.layers}
+        for m in evaluator.layers.values():
+            if m.bias is None:
+                m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype, device=evaluator.device),
+                                      requires_grad=False)
+        self.original_biases = {n: m.bias.detach().clone() for n, m in evaluator.layers.items()}
+
+    @torch.no_grad()
+    def apply(self, evaluator, names) -> None:
+        for name in names:
+            orig, layer = evaluator.originals[name], evaluator.layers[name]
+            shift = bias_shift(orig, layer.weight, self.means[name])
+            layer.bias.copy_(self.original_biases[name] + shift.to(orig.dtype))
+
+    @torch.no_grad()
+    def restore(self, evaluator, names) -> None:
+        for name in names:
+            evaluator.layers[name].bias.copy_(self.original_biases[name])
+
+    def export_tensors(self, evaluator) -> dict[str, np.ndarray]:
+        return {f"{n}.bias": m.bias.detach().cpu().numpy() for n, m in evaluator.layers.items()}
+
+
+BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class BatchNormReestimation(Correction):
+    """``correct.bn``: after codebooks are applied, the running statistics of every BatchNorm layer are
+    re-estimated on the calibration images: one pass in training mode with a cumulative average
+    (momentum None)."""
+
+    key = "bn"
+
+    def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
+        self.model = evaluator.model
+        self.batchnorms = [m for m in evaluator.model.modules()
+                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.source = inputs.calibration() if self.batchnorms else None
+        self.own_source = self.source is not evaluator
+        self.saved = self._state()
+
+    def _state(self) -> list[tuple[torch.Tensor, ...]]:
+        return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                for m in self.batchnorms]
+
+    def apply(self, evaluator, names) -> None:
+        if not self.batchnorms or not names:
+            return
+        momenta = [m.momentum for m in self.batchnorms]
+        for m in self.batchnorms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            self.source.predictions()
+        finally:
+            for m, momentum in zip(self.batchnorms, momenta):
+                m.momentum = momentum
+                m.eval()
+
+    @torch.no_grad()
+    def restore(self, evaluator, names) -> None:
+        for m, (mean, var, count) in zip(self.batchnorms, self.saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+
+    def export_tensors(self, evaluator) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()
+                if k.rsplit(".", 1)[-1] in BATCHNORM_BUFFERS}
+
+    def release(self) -> None:
+        if self.source is not None and self.own_source:
+            self.source.release()
+
+
+# key under ``correct`` -> correction, in the order they are applied (a bias first, then the BatchNorm
+# statistics of the network with it)
+CORRECTIONS: dict[str, type[Correction]] = {c.key: c for c in (BiasCorrection, BatchNormReestimation)}
+
+
+def enabled_corrections(correct: Mapping | None) -> list[type[Correction]]:
+    """The corrections the ``correct`` config section switches on, in application order."""
+    correct = correct or {}
+    return [c for key, c in CORRECTIONS.items() if correct.get(key)]
+
+
+def needed_statistics(correct: Mapping | None, refit: bool = False) -> tuple[str, ...]:
+    """The calibration statistics a stage reads under the ``correct`` section: those of the enabled
+    corrections, and with ``refit`` (the sweep) those of the centroid refit when ``correct.centroids``
+    is on. Empty: the stage needs no calibration file (and none runs when no stage needs one)."""
+    wanted = {what for c in enabled_corrections(correct) for what in c.statistics}
+    if refit and (correct or {}).get("centroids"):
+        wanted.update(REFIT_STATISTICS)
+    return tuple(w for w in STATISTICS if w in wanted)

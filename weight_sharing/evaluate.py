@@ -8,7 +8,10 @@ it is stored uncompressed: nothing is loaded whole); on CUDA it is kept resident
 on the device as uint8 when it fits, else streamed through pinned buffers with
 the next batch read while the current one runs. Original weights are kept once,
 so applying a combination of codebooks (one bucketize and gather per layer) and
-restoring cost milliseconds.
+restoring cost milliseconds. The corrections of the ``correct`` config section
+(``correct.CORRECTIONS``) act after the codebooks. An :class:`EvaluationSpec`
+(model, data, engine settings, corrections and their statistics) is what a job
+builds once from its rule's params and hands to its stage.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .correct import bias_shift
-from .data import Split, load_split
-from .kmeans import Codebook
+from .codebook import Codebook
+from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics
+from .data import SELECT, Split, load_split
 from .models import build_model, shared_layers
 from .sharing import shared_weight
 
@@ -65,12 +68,18 @@ class Measurement:
 
 
 class Evaluator:
-    """Top-1 accuracy and KL to the unmodified model on one split, with codebooks applied in place."""
+    """Top-1 accuracy and KL to the unmodified model on one split, with codebooks applied in place.
+
+    ``corrections``: keys of ``correct.CORRECTIONS`` (or Correction instances) applied after every
+    combination of codebooks; ``statistics``: the calibration statistics they read (what -> layer ->
+    array); ``calibration``: the calibration split, for corrections that pass over its images
+    (BatchNorm re-estimation; the evaluated split itself when it is the same object).
+    """
 
     def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 layers=None, resident: bool | None = None, bias_means: Mapping[str, np.ndarray] | None = None,
-                 batchnorm_split: Split | None = None):
+                 layers=None, resident: bool | None = None, corrections: Sequence[str | Correction] = (),
+                 statistics: Mapping[str, Mapping[str, np.ndarray]] | None = None, calibration: Split | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"evaluation.precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -86,19 +95,6 @@ class Evaluator:
         # contiguous copies (bucketize wants them; channels_last weights are not)
         self.originals = {n: m.weight.detach().clone(memory_format=torch.contiguous_format)
                           for n, m in self.layers.items()}
-        # bias correction (``correct.bias``): every shared layer gets a bias (zero where it had none,
-        # which changes no output) to which the mean output shift of its codebook is added
-        self.bias_means = None
-        if bias_means is not None:
-            missing = [n for n in self.layers if n not in bias_means]
-            if missing:
-                raise ValueError(f"bias correction: no input statistics for layers {missing}")
-            self.bias_means = {n: torch.as_tensor(np.asarray(bias_means[n]), device=self.device) for n in self.layers}
-            for m in self.layers.values():
-                if m.bias is None:
-                    m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype, device=self.device),
-                                          requires_grad=False)
-            self.original_biases = {n: m.bias.detach().clone() for n, m in self.layers.items()}
         self.forward = torch.compile(model) if compile else model
         self.model = model
         self.host_x = split.x
@@ -112,47 +108,25 @@ class Evaluator:
                 self.device)[0]
         self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
-        # BatchNorm re-estimation (``correct.bn``): after codebooks are applied, the running statistics
-        # of every BatchNorm layer are re-estimated on ``batchnorm_split`` (the calibration images)
-        self.batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                           and m.track_running_stats] if batchnorm_split is not None else []
-        self._bn_source = None
-        if self.batchnorms:
-            self._bn_source = self if batchnorm_split is split else Evaluator(
-                model, batchnorm_split, batch_size=batch_size, device=device, precision=precision,
-                channels_last=channels_last, layers=layers, resident=resident)
-            self._bn_saved = self._batchnorm_state()
+        self.corrections = [CORRECTIONS[c]() if isinstance(c, str) else c for c in corrections]
 
-    def _batchnorm_state(self) -> list[tuple[torch.Tensor, ...]]:
-        return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                for m in self.batchnorms]
+        def calibration_evaluator():
+            if calibration is None:
+                raise ValueError("corrections: a correction passes over the calibration images, but none were given")
+            if calibration is split:
+                return self
+            return Evaluator(model, calibration, batch_size=batch_size, device=device, precision=precision,
+                             channels_last=channels_last, layers=layers, resident=resident)
 
-    @torch.no_grad()
-    def _set_batchnorm_state(self, state) -> None:
-        for m, (mean, var, count) in zip(self.batchnorms, state):
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
-
-    def _reestimate_batchnorm(self) -> None:
-        """One pass over the calibration images in training mode with a cumulative average (momentum None)."""
-        momenta = [m.momentum for m in self.batchnorms]
-        for m in self.batchnorms:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        try:
-            self._bn_source.predictions()
-        finally:
-            for m, momentum in zip(self.batchnorms, momenta):
-                m.momentum = momentum
-                m.eval()
+        inputs = CorrectionInputs(statistics=statistics or {}, calibration=calibration_evaluator)
+        for c in self.corrections:
+            c.prepare(self, inputs)
 
     def release(self) -> None:
         """Free the device memory held for the split and the reference outputs."""
         self.x = self._reference = None
-        if self._bn_source is not None and self._bn_source is not self:
-            self._bn_source.release()
+        for c in self.corrections:
+            c.release()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -208,11 +182,10 @@ class Evaluator:
 
     @torch.no_grad()
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-softmax and top-1 of the unmodified model (computed once, with the original weights)."""
+        """Log-softmax and top-1 of the unmodified model (computed once, with the original weights; the
+        model's state, codebooks and corrections included, is put back after)."""
         if self._reference is None:
-            current = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
-                       for n, m in self.layers.items()}
-            current_bn = self._batchnorm_state() if self.batchnorms else None
+            current = [t.detach().clone() for t in self.model.state_dict().values()]
             self.restore()
             logp = None
             pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
@@ -225,12 +198,8 @@ class Evaluator:
                 pred[i:i + len(logits)] = logits.argmax(dim=1)
 
             self._pass(keep)
-            for n, m in self.layers.items():
-                m.weight.copy_(current[n][0])
-                if current[n][1] is not None:
-                    m.bias.copy_(current[n][1])
-            if current_bn is not None:
-                self._set_batchnorm_state(current_bn)
+            for t, saved in zip(self.model.state_dict().values(), current):
+                t.copy_(saved)
             self._reference = (logp, pred)
         return self._reference
 
@@ -257,25 +226,20 @@ class Evaluator:
 
     @torch.no_grad()
     def apply(self, codebooks: Mapping[str, Codebook]) -> None:
-        """Replace each named layer's weights by its codebook values (others untouched)."""
+        """Replace each named layer's weights by its codebook values (others untouched), then correct."""
         for name, cb in codebooks.items():
-            orig = self.originals[name]
-            _, shared = shared_weight(orig, cb)
+            _, shared = shared_weight(self.originals[name], cb)
             self.layers[name].weight.copy_(shared)
-            if self.bias_means is not None:
-                shift = bias_shift(orig, shared, self.bias_means[name])
-                self.layers[name].bias.copy_(self.original_biases[name] + shift.to(orig.dtype))
-        if self.batchnorms and codebooks:
-            self._reestimate_batchnorm()
+        for c in self.corrections:
+            c.apply(self, list(codebooks))
 
     @torch.no_grad()
     def restore(self, names=None) -> None:
-        for name in (self.originals if names is None else names):
+        names = list(self.originals if names is None else names)
+        for name in names:
             self.layers[name].weight.copy_(self.originals[name])
-            if self.bias_means is not None:
-                self.layers[name].bias.copy_(self.original_biases[name])
-        if self.batchnorms:
-            self._set_batchnorm_state(self._bn_saved)
+        for c in self.corrections:
+            c.restore(self, names)
 
     @contextlib.contextmanager
     def applied(self, codebooks: Mapping[str, Codebook]):
@@ -285,27 +249,66 @@ class Evaluator:
         finally:
             self.restore(codebooks.keys())
 
+    def export_tensors(self) -> dict[str, np.ndarray]:
+        """The state_dict tensors the corrections changed (corrected biases, re-estimated BatchNorm
+        statistics), as the export stores them next to the shared weights."""
+        out: dict[str, np.ndarray] = {}
+        for c in self.corrections:
+            out.update(c.export_tensors(self))
+        return out
 
-def evaluator_for(model: nn.Module | dict, data_npz: str, split: str, evaluation: dict, layers=None,
-                  bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> Evaluator:
-    """An evaluator with the configured engine settings (``evaluation``: the config section),
-    for a built model or a model config; ``bias_statistics``: the calibration stage's file when
-    the bias is corrected (``correct.bias``), else None; ``reestimate_batchnorm``: BatchNorm
-    statistics re-estimated on the calibration split after each combination (``correct.bn``)."""
-    if isinstance(model, dict):
-        model = build_model(model)
-    means = None
-    if bias_statistics:
-        from .calibration import read_statistics
 
+ENGINE_KEYS = ("batch_size", "device", "precision", "channels_last", "compile")
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Everything an evaluating stage measures with, built once per job from its rule's params.
+
+    ``model``: the model config (checkpoint resolved); ``data``: the evaluation .npz; ``engine``:
+    the ``evaluation`` config section (batch size, device, precision, ...); ``correct``: the
+    ``correct`` section (which corrections act after the codebooks); ``statistics``: the
+    calibration stage's file when they need one, else None.
+    """
+
+    model: dict
+    data: str
+    engine: dict = field(default_factory=dict)
+    correct: dict = field(default_factory=dict)
+    statistics: str | None = None
+
+    def engine_kwargs(self) -> dict:
+        e = self.engine
+        return {"batch_size": int(e.get("batch_size", 1000)), "device": e.get("device", "auto"),
+                "precision": e.get("precision", "fp32"), "channels_last": bool(e.get("channels_last", False)),
+                "compile": bool(e.get("compile", False))}
+
+    def read_statistics(self, what: str, layers) -> dict[str, np.ndarray]:
+        """``what`` (mean, second) of each of ``layers`` from the calibration file."""
+        if not self.statistics:
+            raise ValueError(f"evaluation: the corrections read the calibration statistics ({what}), but no "
+                             "calibration statistics file was given")
+        return read_statistics(self.statistics, layers, what)
+
+    def uncorrected(self) -> EvaluationSpec:
+        """The same model, data and engine without corrections (a reloaded export carries them)."""
+        return replace(self, correct={}, statistics=None)
+
+    def evaluator(self, split: str, layers=None, model: nn.Module | None = None, **engine) -> Evaluator:
+        """An evaluator of ``split`` (calib, test, select) with the corrections; ``model``: a built model to
+        use (else one is built from the config); ``engine``: settings overriding the spec's."""
+        if model is None:
+            model = build_model(self.model)
+        corrections = enabled_corrections(self.correct)
         names = [n for n, _ in shared_layers(model, layers)]
-        means = read_statistics(bias_statistics, names, "mean")
-    data = load_split(data_npz, split)
-    calib = (data if split == "calib" else load_split(data_npz, "calib")) if reestimate_batchnorm else None
-    return Evaluator(model, data, batch_size=int(evaluation["batch_size"]),
-                     device=evaluation["device"], precision=evaluation["precision"],
-                     channels_last=bool(evaluation["channels_last"]), compile=bool(evaluation["compile"]),
-                     layers=layers, bias_means=means, batchnorm_split=calib)
+        statistics = {what: self.read_statistics(what, names)
+                      for what in sorted({w for c in corrections for w in c.statistics})}
+        data = load_split(self.data, split)
+        calib = None
+        if corrections:
+            calib = data if split == "calib" else load_split(self.data, "calib")
+        return Evaluator(model, data, layers=layers, corrections=[c.key for c in corrections], statistics=statistics,
+                         calibration=calib, **{**self.engine_kwargs(), **engine})
 
 
 def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -> dict:
@@ -313,6 +316,41 @@ def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -
     and the images the shared network breaks (baseline right, now wrong) and fixes."""
     return {f"{prefix}accuracy": m.accuracy, f"{prefix}al": baseline_accuracy - m.accuracy, f"{prefix}kl": m.kl,
             f"{prefix}changed": m.changed, f"{prefix}broken": m.broken, f"{prefix}fixed": m.fixed}
+
+
+def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Measurement]:
+    """Each combination of codebooks applied in turn and measured; the weights restored after."""
+    out = []
+    progress = Progress(len(books), what)
+    for i, b in enumerate(books):
+        evaluator.apply(b)
+        out.append(evaluator.measure())
+        progress.step(i + 1)
+    evaluator.restore()
+    return out
+
+
+def splits_for(selection: str) -> tuple[str, ...]:
+    """The splits validate and uniform measure: calibration, test, and the selection images if they choose."""
+    return ("calib", "test", SELECT) if selection == "unlabelled" else ("calib", "test")
+
+
+def measure_splits(spec: EvaluationSpec, layers: list[str], books: list[dict], baseline: dict, what: str,
+                   splits=("calib", "test")) -> list[dict]:
+    """The measurement columns of every combination on each split in turn (one split on the device
+    at a time; the model is built once). The unlabelled ``select`` split gives ``select_kl``,
+    ``select_changed`` and ``select_images``."""
+    rows = [{} for _ in books]
+    model = build_model(spec.model)
+    for split in splits:
+        ev = spec.evaluator(split, layers, model=model)
+        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
+            if split == SELECT:
+                row.update(select_kl=m.kl, select_changed=m.changed, select_images=m.n)
+            else:
+                row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
+        ev.release()
+    return rows
 
 
 class Progress:

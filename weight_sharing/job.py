@@ -1,4 +1,5 @@
-"""What every workflow job does first: log to its rule's log file, and use its thread count."""
+"""What every workflow job shares: logging to its rule's log file, its thread count, the evaluation
+spec built from its rule's params, and the list of timed stages."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger("weight_sharing")
+
+# the timed stages of one network, in workflow order (their Snakemake benchmark files are
+# benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs; calibration
+# runs only when a stage needs its statistics, and counts 0 s otherwise)
+STAGES = ("prepare", "calibration", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate",
+          "uniform", "export")
 
 
 def optional_input(inputs, name: str) -> str | None:
@@ -20,8 +25,21 @@ def optional_input(inputs, name: str) -> str | None:
     return str(value[0]) if value else None
 
 
+def evaluation_spec(inputs, params):
+    """The job's :class:`~weight_sharing.evaluate.EvaluationSpec` from its rule's params (``model``, the
+    ``evaluation`` and, where the stage corrects, ``correct`` sections) and inputs (``data``, the .npz,
+    and ``calibration``, the statistics file when the corrections read one)."""
+    from .evaluate import EvaluationSpec
+
+    return EvaluationSpec(model=dict(params.model), data=str(inputs.data), engine=dict(params.evaluation),
+                          correct=dict(getattr(params, "correct", None) or {}),
+                          statistics=optional_input(inputs, "calibration"))
+
+
 def setup(log_path: str | Path | None = None, threads: int = 1) -> None:
     """Log to the rule's log file and to stderr (errors included); use ``threads`` CPU threads."""
+    import torch
+
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -20,43 +20,12 @@ stops after a few iterations at 2-3x the optimal inertia for K >= 16.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numba
 import numpy as np
 
+from .codebook import Codebook, assign
+
 DEFAULT_MAX_BINS = 1 << 16
-
-
-@dataclass(frozen=True)
-class Codebook:
-    """A layer's shared values: ``centroids[searchsorted(thresholds, w, 'right')]`` approximates w.
-
-    ``thresholds`` (K-1 ascending, float64; each is the smallest weight of its
-    cluster, so exact in float32) split the real line into K intervals;
-    ``centroids`` (float32) is the value stored for each interval. With fewer
-    distinct weights than the requested K, the codebook holds one entry per
-    distinct value (``len(centroids) < k``); ``k`` stays the requested count.
-    ``group`` > 0: one codebook per group of ``group`` output channels (2-D arrays,
-    built by ``weight_sharing.sharing.grouped_codebooks``).
-    """
-
-    k: int
-    thresholds: np.ndarray
-    centroids: np.ndarray
-    inertia: float
-    group: int = 0
-
-    @property
-    def size(self) -> int:
-        """Entries per codebook (at most ``k``; the same for every group of a grouped codebook)."""
-        return int(np.shape(self.centroids)[-1])
-
-    @property
-    def groups(self) -> int:
-        """Codebooks stored: 1 for the tensor, one per group of ``group`` output channels otherwise
-        (``thresholds``/``centroids`` then have one row per group, see ``weight_sharing.sharing``)."""
-        return 1 if np.ndim(self.centroids) == 1 else int(np.shape(self.centroids)[0])
 
 
 def _bin_starts(uniq: np.ndarray, before: np.ndarray, max_bins: int) -> np.ndarray:
@@ -255,11 +224,6 @@ def kmeans_grid(values, ks, max_bins: int = DEFAULT_MAX_BINS) -> dict[int, Codeb
         inertia = float(np.sum((pss[ends] - pss[starts]) - 2 * d * sm + d * d * w))
         out[k] = Codebook(k=k, thresholds=thr, centroids=cent32, inertia=max(inertia, 0.0))
     return out
-
-
-def assign(values: np.ndarray, codebook: Codebook) -> np.ndarray:
-    """Index of each value's interval in ``codebook``."""
-    return np.searchsorted(codebook.thresholds, values, side="right")
 
 
 def inertia(values: np.ndarray, codebook: Codebook) -> float:

@@ -152,6 +152,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str
     architecture removes (torchvision's auxiliary heads), ignored when present.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"model.checkpoint: {str(path)!r} is a directory; allowed: a state_dict file "
+                         "(torch.save .pt/.pth, or .safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"model.checkpoint: file {str(path)!r} does not exist")
     try:

@@ -15,22 +15,17 @@ import numpy as np
 import pyarrow as pa
 
 from .bound import choose
-from .candidates import CandidateSet
-from .evaluate import evaluator_for, measurement_columns
+from .evaluate import EvaluationSpec, measure_all, measurement_columns
 from .io import read_json, read_parquet, write_json, write_parquet
-from .sample import read_samples
-from .search import FRONT_SCHEMA, run_search
-from .surrogate import candidate_features, design_matrix, fit_surrogate, sample_features
-from .validate import SPLIT_COLUMNS, measure_all
+from .search_methods import run_search
+from .surrogate_model import candidate_features, design_matrix, fit_surrogate, sample_features
+from .tables import REFINED_SCHEMA, CandidateSet, read_samples
 
 log = logging.getLogger(__name__)
 
-# the front's columns plus the calibration measurement of each point (validate does not repeat it)
-REFINED_SCHEMA = pa.schema(list(FRONT_SCHEMA) + [f for f in SPLIT_COLUMNS if f[0].startswith("calib_")])
 
-
-def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, front: pa.Table, baseline: dict,
-           bound: float, confidence: float, rounds: int, search: dict) -> tuple[pa.Table, dict, list[dict]]:
+def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, front: pa.Table, baseline: dict,
+                 bound: float, confidence: float, rounds: int, search: dict) -> tuple[pa.Table, dict, list[dict]]:
     """Up to ``rounds`` rounds; returns every front point of every round (for validation, in CR order),
     the last surrogate and one record per round."""
     features, positive = surrogate["features"], surrogate["positive"]
@@ -63,28 +58,29 @@ def refine(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, f
         y = np.concatenate([y, [row["calib_al"] for row in rows]])
         surrogate, _ = fit_surrogate(x, y, cands.layer_names, folds=surrogate["folds"], seed=surrogate["seed"],
                                      feature_names=features, positive=positive)
-        front = run_search(cands, surrogate, **search)
+        front = run_search(cands, surrogate, search)
     union = sorted(seen.values(), key=lambda p: (p["cr"], p["predicted_al"]))
     table = pa.Table.from_pylist([{**p, "point": i} for i, p in enumerate(union)], schema=REFINED_SCHEMA)
     return table, surrogate, history
 
 
-def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, sample_files: list[str],
-        surrogate_json: str, front_parquet: str, baseline_json: str, bound: float, confidence: float, rounds: int,
-        search: dict, evaluation: dict, out_front: str, out_json: str, bias_statistics: str | None = None,
-        reestimate_batchnorm: bool = False) -> None:
-    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
-    samples = read_samples(sample_files)
-    baseline = read_json(baseline_json)
-    front = read_parquet(front_parquet)
-    surrogate = read_json(surrogate_json)
+def run(*, spec: EvaluationSpec, candidates: str, layers: str, samples: list[str], surrogate: str, front: str,
+        baseline: str, bound: float, confidence: float, refine: dict, search: dict, out_front: str,
+        out_rounds: str) -> None:
+    """``refine.rounds`` rounds (the ``refine`` section) with the ``search`` section's method; a round's
+    best CR is chosen on calibration at ``confidence`` (``select.confidence``)."""
+    cands = CandidateSet.read(candidates, layers)
+    table = read_samples(samples)
+    base = read_json(baseline)
+    points = read_parquet(front)
+    model = read_json(surrogate)
+    rounds = refine["rounds"]
     if rounds > 0:
-        ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
-                           bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
-        front, surrogate, history = refine(ev, cands, samples, surrogate, front, baseline, bound, confidence,
-                                           rounds, search)
+        ev = spec.evaluator("calib", cands.layer_names)
+        points, model, history = refine_front(ev, cands, table, model, points, base, bound, confidence,
+                                              rounds, search)
         ev.release()
     else:
         history = []
-    write_parquet(front, out_front)
-    write_json({"rounds": history, "surrogate": surrogate}, out_json)
+    write_parquet(points, out_front)
+    write_json({"rounds": history, "surrogate": model}, out_rounds)

@@ -11,20 +11,19 @@ import numpy as np  # noqa: E402
 
 from .bound import allowed_loss, best_within, choose, meets_bound, split_difference_z  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
-from .sweep import read_sweeps  # noqa: E402
-
-# the timed stages of one network, in workflow order (their Snakemake benchmark files are
-# benchmarks/{stage}.tsv, or benchmarks/{stage}/{job}.tsv for stages of several jobs; calibration
-# runs only when a correction is on, and counts 0 s otherwise)
-STAGES = ("prepare", "calibration", "sweep", "candidates", "sample", "surrogate", "search", "refine", "validate",
-          "uniform", "export")
+from .job import STAGES  # noqa: E402
+from .tables import read_sweeps  # noqa: E402
 
 
 def stage_of(benchmark_file: str) -> str:
-    """The stage a benchmark file times: the path component after ``benchmarks``."""
-    parts = Path(benchmark_file).parts
-    name = parts[parts.index("benchmarks") + 1]
-    return name[:-4] if name.endswith(".tsv") else name
+    """The stage a benchmark file times: ``.../benchmarks/{stage}.tsv`` or ``.../benchmarks/{stage}/{job}.tsv``
+    (judged from the end of the path: the results folder may itself lie under a folder named benchmarks)."""
+    path = Path(benchmark_file)
+    if path.parent.name == "benchmarks":
+        return path.stem
+    if path.parent.parent.name == "benchmarks":
+        return path.parent.name
+    raise ValueError(f"{benchmark_file!r} is not a benchmark file of a stage (.../benchmarks/STAGE[/JOB].tsv)")
 
 
 def benchmark_seconds(files: list[str]) -> float:
@@ -56,7 +55,8 @@ def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
 def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, path, title: str,
                 chosen=None, chosen_on: str = "calibration") -> None:
     """Predicted vs validated fronts, the uniform-K reference, the accuracy bound, and the point chosen on
-    ``chosen_on`` (``chosen``: its K vector) at its test loss."""
+    ``chosen_on`` (``chosen``: its ``point`` number in the validated table; a K vector alone is ambiguous,
+    two points may differ only in their codebook counts) at its test loss."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(predicted.column("cr").to_numpy(), 100 * predicted.column("predicted_al").to_numpy(),
                s=10, marker="x", color="grey", label="predicted (surrogate)")
@@ -73,9 +73,9 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     ax.plot(ucr[uorder], ual[uorder], "s--", ms=4, color="tab:red", lw=0.8, label="uniform K, test")
     ax.axhline(100 * allowed_loss(baseline["test_accuracy"], bound), color="k", lw=0.8, ls=":",
                label=f"bound ({bound:.0%} of baseline)")
-    ks = v.column("k").to_pylist()
-    if chosen is not None and chosen in ks:
-        i = ks.index(chosen)
+    ids = v.column("point").to_pylist()
+    if chosen is not None and chosen in ids:
+        i = ids.index(chosen)
         ax.scatter([cr[i]], [tal[i]], s=160, marker="*", color="gold", edgecolor="k", zorder=5,
                    label=f"chosen on {chosen_on}: CR {cr[i]:.2f}, test AL {tal[i]:.2f} pp")
     ax.set_xlabel("compression rate")
@@ -144,7 +144,8 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         "test_images": baseline["test_images"], "calib_images": baseline["calib_images"],
         "baseline_split_z": split_difference_z(baseline["calib_accuracy"], baseline["calib_images"], base,
                                                baseline["test_images"]),
-        "best_cr": best, "best_k": at(v, pick["best"], "k"),
+        "best_cr": best, "best_point": at(v, pick["best"], "point"), "best_k": at(v, pick["best"], "k"),
+        "best_groups": at(v, pick["best"], "groups"),
         "best_cr_calib_al": at(v, pick["best"], "calib_al"),
         "best_cr_test_al": at(v, pick["best"], "test_al"),
         "best_cr_test_meets_bound": at(v, pick["best"], "test_within_bound"),
@@ -181,21 +182,21 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
     return row
 
 
-def run(*, net: str, category: str, bound: float, confidence: float, baseline_json: str, layers_parquet: str,
-        sweep_files: list[str],
-        surrogate_json: str, predicted_parquet: str, refine_json: str, validated_parquet: str, uniform_parquet: str,
-        export_parquet: str, benchmark_files: list[str], out_sensitivity: str, out_fronts: str,
-        out_summary: str, selection: str = "calib") -> dict:
-    baseline = read_json(baseline_json)
-    plot_sensitivity(sweep_files, out_sensitivity, net)
-    row = network_summary(net, category, bound, confidence, baseline_json, layers_parquet, surrogate_json,
-                          validated_parquet, uniform_parquet, export_parquet, benchmark_files, selection)
-    rounds = read_json(refine_json)["rounds"]
+def run(*, net: str, category: str, bound: float, select: dict, baseline: str, layers: str, sweeps: list[str],
+        surrogate: str, predicted: str, refine: str, validated: str, uniform: str, export: str,
+        benchmarks: list[str], out_sensitivity: str, out_fronts: str, out_summary: str) -> dict:
+    """The network's plots and summary row; every point named is chosen by the ``select`` section."""
+    confidence, selection = select["confidence"], select["split"]
+    base = read_json(baseline)
+    plot_sensitivity(sweeps, out_sensitivity, net)
+    row = network_summary(net, category, bound, confidence, baseline, layers, surrogate, validated, uniform, export,
+                          benchmarks, selection)
+    rounds = read_json(refine)["rounds"]
     row["refine_rounds"] = "; ".join(
         f"round {r['round']}: R² {r['r2_heldout']:.3f}, best CR "
         + (f"{r['best_calib_cr']:.2f}" if r["best_calib_cr"] else "none") for r in rounds) or "off"
-    plot_fronts(read_parquet(predicted_parquet), read_parquet(validated_parquet), read_parquet(uniform_parquet),
-                baseline, bound, out_fronts, f"{net} ({category}, bound {bound:.0%})", chosen=row["best_k"],
+    plot_fronts(read_parquet(predicted), read_parquet(validated), read_parquet(uniform), base, bound, out_fronts,
+                f"{net} ({category}, bound {bound:.0%})", chosen=row["best_point"],
                 chosen_on="unlabelled images" if selection == "unlabelled" else "calibration")
     write_json(row, out_summary)
     return row

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from .candidates import CandidateSet
-from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
-from .io import read_json, read_parquet, write_parquet
+from .evaluate import EvaluationSpec, Evaluator, Progress, measurement_columns
+from .io import read_json, write_parquet
+from .tables import SAMPLE_SCHEMA, CandidateSet
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,6 @@ def shard_bounds(n: int, shards: int, shard: int) -> tuple[int, int]:
     return n * shard // shards, n * (shard + 1) // shards
 
 
-SAMPLE_SCHEMA = pa.schema([
-    ("sample", pa.int64()), ("k", pa.list_(pa.int64())), ("choice", pa.list_(pa.int64())),
-    ("layer_al", pa.list_(pa.float64())), ("layer_kl", pa.list_(pa.float64())),
-    ("layer_inertia", pa.list_(pa.float64())),
-    ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()), ("changed", pa.float64()),
-    ("broken", pa.int64()), ("fixed", pa.int64()),
-    ("cr", pa.float64()),
-])
-
-
 def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np.ndarray,
                           baseline_accuracy: float, first_index: int = 0, what: str = "sample") -> pa.Table:
     """Apply each combination to every shared layer and measure accuracy; one row each."""
@@ -83,24 +73,18 @@ def evaluate_combinations(evaluator: Evaluator, cands: CandidateSet, choices: np
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
-def read_samples(sample_files: list[str]) -> pa.Table:
-    """All shards as one table, in draw order."""
-    return pa.concat_tables([read_parquet(f) for f in sample_files]).sort_by("sample")
-
-
-def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, baseline_json: str,
-        n: int, seed: int, shards: int, shard: int, evaluation: dict, out: str,
-        bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> None:
-    """Shard ``shard`` of the seeded draw of ``n`` combinations, evaluated on the calibration split
-    (``bias_statistics``: the calibration stage's file when the bias is corrected)."""
-    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
+def run(*, spec: EvaluationSpec, candidates: str, layers: str, baseline: str, sample: dict, shard: int,
+        out: str) -> None:
+    """Shard ``shard`` of the seeded draw of ``sample.n`` combinations (``sample``: the config section),
+    evaluated on the calibration split."""
+    n, seed, shards = sample["n"], sample["seed"], sample["shards"]
+    cands = CandidateSet.read(candidates, layers)
     choices = draw_combinations(cands.sizes, n, seed)
     start, stop = shard_bounds(len(choices), shards, shard)
-    baseline = read_json(baseline_json)
-    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=cands.layer_names,
-                       bias_statistics=bias_statistics, reestimate_batchnorm=reestimate_batchnorm)
+    base = read_json(baseline)
+    ev = spec.evaluator("calib", cands.layer_names)
     t = time.perf_counter()
-    table = evaluate_combinations(ev, cands, choices[start:stop], baseline["calib_accuracy"], first_index=start)
+    table = evaluate_combinations(ev, cands, choices[start:stop], base["calib_accuracy"], first_index=start)
     dt = time.perf_counter() - t
     log.info("sample shard %d/%d: %d combinations in %.1f s (%.0f images/s)", shard, shards, stop - start, dt,
              (stop - start) * ev.n / max(dt, 1e-9))

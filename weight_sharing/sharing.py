@@ -15,10 +15,8 @@ import math
 import numpy as np
 import torch
 
+from .codebook import Codebook, assign
 from .compression import index_bits, shared_bits
-from .kmeans import Codebook, assign, kmeans_grid
-
-GRANULARITIES = ("tensor", "grouped_channel")
 
 
 def group_count(out_channels: int, group: int) -> int:
@@ -28,15 +26,26 @@ def group_count(out_channels: int, group: int) -> int:
     return math.ceil(int(out_channels) / int(group))
 
 
+def _grouped_counts(out_channels: int, group: int) -> list[int]:
+    g = group_count(out_channels, group)
+    return [1] if g == 1 else [1, g]
+
+
+# sharing.granularity -> the codebook counts a layer with this many output channels is swept with at
+# ``sharing.group`` channels per codebook: per tensor only (the paper's), or per tensor and per group
+# of output channels (the search may choose either at each bit-width)
+GRANULARITIES = {
+    "tensor": lambda out_channels, group: [1],
+    "grouped_channel": _grouped_counts,
+}
+
+
 def layer_group_counts(shape, granularity: str, group: int) -> list[int]:
-    """The codebook counts a layer of weight ``shape`` is swept with: [1] per tensor; [1, G] grouped
-    (the search may choose either at each bit-width), just [1] when the layer has a single group."""
+    """The codebook counts a layer of weight ``shape`` is swept with (see :data:`GRANULARITIES`; just [1]
+    when the layer has a single group)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"sharing.granularity: {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
-    if granularity == "tensor":
-        return [1]
-    g = group_count(shape[0], group)
-    return [1] if g == 1 else [1, g]
+    return GRANULARITIES[granularity](shape[0], group)
 
 
 def grouped_ks(ks, n_weights: int, groups: int) -> list[int]:
@@ -51,6 +60,8 @@ def grouped_ks(ks, n_weights: int, groups: int) -> list[int]:
 
 def grouped_codebooks(weight: np.ndarray, ks, group: int, max_bins: int) -> dict[int, Codebook]:
     """For every K of ``ks``: one optimal 1-D k-means codebook per group of ``group`` output channels."""
+    from .kmeans import kmeans_grid  # numba, compiled on first use: only the sweep clusters
+
     w2 = np.asarray(weight).reshape(np.shape(weight)[0], -1)
     groups = group_count(w2.shape[0], group)
     per_group = [kmeans_grid(w2[g * group:(g + 1) * group], ks, max_bins=max_bins) for g in range(groups)]

@@ -7,7 +7,7 @@ import io
 
 from .bound import SPLIT_Z_WARNING
 from .io import read_json, write_text
-from .report import STAGES
+from .job import STAGES
 
 
 def _fmt(v, pct=False, digits=2):
@@ -96,8 +96,9 @@ def summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(*, summary_jsons: list[str], out_md: str, out_csv: str) -> None:
-    rows = [read_json(f) for f in summary_jsons]
+def run(*, summaries: list[str], out_md: str, out_csv: str) -> None:
+    """The networks' summary rows (report's ``summary.json`` files) as one Markdown and one CSV table."""
+    rows = [read_json(f) for f in summaries]
     write_text(summary_markdown(rows), out_md)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))

@@ -1,124 +1,18 @@
-"""Stage surrogate: network AL as a linear function of per-layer features of the chosen K.
+"""Stage surrogate: fit the surrogate model (``surrogate_model``) on the samples, scored on held-out folds.
 
-The paper's model uses one feature per layer, the layer's sweep AL
-(``features: [layer_al]``). The sweep AL is measured on a finite calibration
-split, so for robust layers it is mostly noise (often 0 or negative), and a
-search driven by it alone cannot tell K=4 from K=16. ``layer_noise``, the
-layer's relative quantisation noise (k-means inertia over the sum of squared
-weights), is exact and strictly falls with K; adding it and keeping the
-coefficients non-negative (more error in a layer never helps) gives the
-search a proper trade-off. Fitted on the real samples; its quality is
-reported on samples it was not fitted on (k-fold out-of-fold predictions).
-Stored as JSON, never pickle. ``layer_kl`` (the sweep's KL divergence to the
-baseline) is a third feature a config may add. Every feature is defined once,
-in :func:`feature_values`, for the samples and for the search alike.
+Stored as JSON, never pickle; the out-of-fold predictions against the measured loss are plotted.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.linear_model import LinearRegression
-from sklearn.metrics import mean_squared_error, r2_score
-from sklearn.model_selection import KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from .io import atomic_path, read_parquet, write_json
+from .io import atomic_path, write_json
+from .surrogate_model import design_matrix, fit_surrogate, sample_features
+from .tables import read_layers, read_samples
 
-KINDS = ("linear",)
-FEATURES = ("layer_al", "layer_noise", "layer_kl")
-
-
-def feature_values(al, kl, inertia, energy) -> dict[str, np.ndarray]:
-    """Every per-layer feature of chosen candidates ((N, L) arrays of their sweep values).
-
-    ``layer_noise``: k-means inertia over the layer's sum of squared weights
-    (relative quantisation noise; 0 for an all-zero layer, which sharing cannot change).
-    """
-    energy = np.asarray(energy, dtype=np.float64)
-    inertia = np.asarray(inertia, dtype=np.float64)
-    safe = np.where(energy > 0, energy, 1.0)
-    noise = np.where(energy > 0, inertia / safe, 0.0)
-    return {"layer_al": np.asarray(al, dtype=np.float64), "layer_kl": np.asarray(kl, dtype=np.float64),
-            "layer_noise": noise}
-
-
-def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray:
-    """Columns: each named feature for every layer, in order (N, len(features) * L)."""
-    bad = [f for f in feature_names if f not in FEATURES]
-    if bad or not feature_names:
-        raise ValueError(f"surrogate.features: {bad or feature_names}; allowed: {list(FEATURES)}")
-    return np.hstack([np.atleast_2d(np.asarray(per_layer[f], dtype=np.float64)) for f in feature_names])
-
-
-def sample_features(samples, energy: np.ndarray) -> dict[str, np.ndarray]:
-    """Every feature (N, L) of measured samples (the sample table), for ``design_matrix``."""
-    def column(name):
-        return np.array(samples.column(name).to_pylist(), dtype=np.float64)
-
-    kl = column("layer_kl") if "layer_kl" in samples.column_names else np.zeros((samples.num_rows, len(energy)))
-    return feature_values(column("layer_al"), kl, column("layer_inertia"), energy)
-
-
-def candidate_features(cands, choice) -> dict[str, np.ndarray]:
-    """Every feature (N, L) of (N, L) candidate indices, for ``design_matrix``."""
-    v = cands.layer_values(choice)
-    return feature_values(v["al"], v["kl"], v["inertia"], np.broadcast_to(cands.energy, np.shape(choice)))
-
-
-def _regression(positive: bool):
-    """Least squares on columns scaled to unit deviation (a positive scale per column keeps the
-    non-negativity constraint and the fitted values; coefficients are mapped back after). Unscaled,
-    features spanning orders of magnitude (a KL of 1e-6 next to a noise of 1) made scipy's
-    non-negative solver stop at its iteration limit on a third of such designs."""
-    return make_pipeline(StandardScaler(with_mean=False), LinearRegression(positive=positive))
-
-
-def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
-                  folds: int = 5, seed: int = 0, feature_names=("layer_al",),
-                  positive: bool = False) -> tuple[dict, np.ndarray]:
-    """Fit AL_net = intercept + coef . features; return the model dict and out-of-fold predictions."""
-    x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(layers) * len(feature_names):
-        raise ValueError(f"surrogate: features {x.shape} do not match target {y.shape}, {len(layers)} layers "
-                         f"and features {list(feature_names)}")
-    if folds < 2:
-        raise ValueError(f"surrogate.folds must be >= 2, got {folds}")
-    if x.shape[0] == 0:
-        raise ValueError("surrogate: no samples to fit")
-    reg = _regression(positive).fit(x, y)
-    if x.shape[0] < folds:
-        # a search space of fewer combinations than folds (e.g. every layer kept one candidate):
-        # leave-one-out, or with a single combination no held-out score at all
-        import logging
-
-        logging.getLogger(__name__).warning("surrogate: %d samples, fewer than surrogate.folds=%d; %s", x.shape[0],
-                                            folds, "leave-one-out" if x.shape[0] > 1 else "no held-out score")
-    used = min(folds, x.shape[0])
-    if used >= 2:
-        oof = cross_val_predict(_regression(positive), x, y,
-                                cv=KFold(used, shuffle=True, random_state=seed))
-    else:
-        oof = np.full_like(y, np.nan)
-    held_out = used >= 2 and np.var(y) > 0
-    model = {
-        "kind": "linear", "features": list(feature_names), "positive": bool(positive), "layers": list(layers),
-        "coef": (reg[-1].coef_ / reg[0].scale_).tolist(), "intercept": float(reg[-1].intercept_),
-        "folds": folds, "folds_used": used, "seed": seed, "n_samples": int(x.shape[0]),
-        "r2_heldout": float(r2_score(y, oof)) if held_out else float("nan"),
-        "rmse_heldout": float(np.sqrt(mean_squared_error(y, oof))) if used >= 2 else float("nan"),
-        "r2_train": float(reg.score(x, y)) if np.var(y) > 0 else float("nan"),
-        "spearman_heldout": float(spearmanr(y, oof).statistic) if held_out else float("nan"),
-    }
-    return model, oof
-
-
-def predict(model: dict, features: np.ndarray) -> np.ndarray:
-    """Predicted network AL for rows of the design matrix (see ``design_matrix``)."""
-    if model.get("kind") not in KINDS:
-        raise ValueError(f"surrogate: unknown kind {model.get('kind')!r}; allowed: {KINDS}")
-    return np.asarray(features, dtype=np.float64) @ np.asarray(model["coef"]) + model["intercept"]
+log = logging.getLogger(__name__)
 
 
 def plot_fit(measured: np.ndarray, predicted: np.ndarray, model: dict, path, title: str) -> None:
@@ -142,20 +36,17 @@ def plot_fit(measured: np.ndarray, predicted: np.ndarray, model: dict, path, tit
     plt.close(fig)
 
 
-def run(*, sample_files: list[str], layers_parquet: str, features: list[str], positive: bool, folds: int,
-        seed: int, out_json: str, out_png: str, title: str) -> None:
-    import logging
-
-    from .sample import read_samples
-
-    samples = read_samples(sample_files)
-    layer_table = read_parquet(layers_parquet).to_pylist()
-    layers = [l["name"] for l in layer_table]
-    x = design_matrix(features, sample_features(samples, [l["energy"] for l in layer_table]))
-    y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
-    model, oof = fit_surrogate(x, y, layers, folds=folds, seed=seed, feature_names=features, positive=positive)
-    logging.getLogger(__name__).info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
+def run(*, samples: list[str], layers: str, surrogate: dict, title: str, out_model: str, out_plot: str) -> None:
+    """Fit on the sample shards ``samples`` over the layer table ``layers``, with the ``surrogate`` section."""
+    table = read_samples(samples)
+    layer_table = read_layers(layers)
+    features = list(surrogate["features"])
+    x = design_matrix(features, sample_features(table, [l["energy"] for l in layer_table]))
+    y = np.asarray(table.column("al").to_numpy(), dtype=np.float64)
+    model, oof = fit_surrogate(x, y, [l["name"] for l in layer_table], folds=surrogate["folds"],
+                               seed=surrogate["seed"], feature_names=features, positive=surrogate["positive"])
+    log.info("surrogate: held-out R2 %.3f, RMSE %.4f on %d samples", model["r2_heldout"],
                                      model["rmse_heldout"], model["n_samples"])
-    with atomic_path(out_png) as tmp:
+    with atomic_path(out_plot) as tmp:
         plot_fit(y, oof, model, tmp, title)
-    write_json(model, out_json)
+    write_json(model, out_model)

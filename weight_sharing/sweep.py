@@ -12,7 +12,6 @@ fits), most at the coarsest K, so each refit is checked on the network it serves
 from __future__ import annotations
 
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -21,74 +20,17 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .calibration import read_statistics
+from .codebook import Codebook
 from .compression import index_bits
 from .correct import refit_centroids
-from .evaluate import Evaluator, Progress, evaluator_for, measurement_columns
-from .io import read_json, read_parquet, write_parquet
-from .kmeans import Codebook, kmeans_grid
+from .evaluate import EvaluationSpec, Evaluator, Progress, measurement_columns
+from .grid import layer_grid, resolve_grid
+from .io import read_json, write_parquet
+from .kmeans import kmeans_grid
 from .sharing import grouped_codebooks, grouped_ks, layer_group_counts, shared_weight
+from .tables import SWEEP_SCHEMA
 
 log = logging.getLogger(__name__)
-
-SWEEP_SCHEMA = pa.schema([
-    ("layer", pa.string()), ("k", pa.int64()), ("groups", pa.int64()), ("group", pa.int64()), ("bits", pa.int64()),
-    ("codebook_size", pa.int64()),
-    ("inertia", pa.float64()), ("accuracy", pa.float64()), ("al", pa.float64()), ("kl", pa.float64()),
-    ("changed", pa.float64()), ("broken", pa.int64()), ("fixed", pa.int64()),
-    ("thresholds", pa.list_(pa.float64())), ("centroids", pa.list_(pa.float32())),
-    ("refit", pa.bool_()), ("kmeans_kl", pa.float64()), ("refit_kl", pa.float64()),
-    ("seconds", pa.float64()),
-])
-
-
-def k_grid(k_min: int, k_max: int, count: int) -> list[int]:
-    """``count`` log-spaced K from k_min to k_max, rounded and de-duplicated (paper: 2..1024, 100)."""
-    if k_min < 1:
-        raise ValueError(f"sweep.k_min must be >= 1, got {k_min}")
-    if k_max < k_min:
-        raise ValueError(f"sweep.k_max ({k_max}) must be >= sweep.k_min ({k_min})")
-    if count < 1:
-        raise ValueError(f"sweep.k_count must be >= 1, got {count}")
-    if count == 1:
-        return [int(k_min)]
-    vals = np.rint(np.logspace(math.log10(k_min), math.log10(k_max), count)).astype(np.int64)
-    return sorted({int(v) for v in vals})
-
-
-def resolve_grid(sweep_cfg: dict) -> list[int]:
-    """The configured grid: an explicit ``k_values`` list, the powers of two from k_min to k_max
-    (``grid: pow2``), or the log-spaced k_min/k_max/k_count one (``grid: log``, the paper's)."""
-    if sweep_cfg.get("k_values"):
-        ks = [int(k) for k in sweep_cfg["k_values"]]
-        bad = [k for k in ks if k < 1]
-        if bad:
-            raise ValueError(f"sweep.k_values: K must be >= 1, got {bad}")
-        return sorted(set(ks))
-    if sweep_cfg.get("grid") == "pow2":
-        lo, hi = int(sweep_cfg["k_min"]), int(sweep_cfg["k_max"])
-        if hi < lo:
-            raise ValueError(f"sweep.k_max ({hi}) must be >= sweep.k_min ({lo})")
-        ks = [1 << b for b in range(max(lo - 1, 0).bit_length(), hi.bit_length()) if lo <= 1 << b <= hi]
-        if not ks:
-            raise ValueError(f"sweep.grid: pow2 has no power of two in k_min..k_max = {lo}..{hi}")
-        return ks
-    return k_grid(int(sweep_cfg["k_min"]), int(sweep_cfg["k_max"]), int(sweep_cfg["k_count"]))
-
-
-def layer_grid(grid: list[int], n_weights: int) -> list[int]:
-    """The grid capped at the layer's weight count (more clusters than weights means nothing)."""
-    return sorted({min(int(k), int(n_weights)) for k in grid})
-
-
-def codebook_from_row(row: dict) -> Codebook:
-    """The codebook a sweep (or candidates) row stores; a grouped one has one row of values per group."""
-    groups, group = int(row.get("groups") or 1), int(row.get("group") or 0)
-    thr = np.asarray(row["thresholds"], dtype=np.float64)
-    cent = np.asarray(row["centroids"], dtype=np.float32)
-    if group:
-        thr, cent = thr.reshape(groups, -1), cent.reshape(groups, -1)
-    return Codebook(k=int(row["k"]), thresholds=thr, centroids=cent, inertia=float(row["inertia"]), group=group)
 
 
 def layer_codebooks(weight: np.ndarray, grid: list[int], max_bins: int, granularity: str = "tensor",
@@ -216,42 +158,22 @@ def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], basel
     return pa.concat_tables(tables), cluster_s, waited
 
 
-def rows_by_layer(rows) -> dict[str, list[dict]]:
-    """Sweep rows grouped by layer, in order."""
-    by_layer: dict[str, list[dict]] = {}
-    for r in rows:
-        by_layer.setdefault(r["layer"], []).append(r)
-    return by_layer
-
-
-def read_sweeps(sweep_files: list[str]) -> dict[str, list[dict]]:
-    """Sweep rows by layer, from any number of sweep files (one or several layers each)."""
-    return rows_by_layer(r for f in sweep_files for r in read_parquet(f).to_pylist())
-
-
-def run(*, model_cfg: dict, data_npz: str, baseline_json: str, layers: list[str], grid: list[int], max_bins: int,
-        evaluation: dict, out: str, workers: int = 1, sharing: dict | None = None, correct: dict | None = None,
-        calibration: str | None = None) -> None:
-    """Sweep one job's layers (one layer by default) into one file; ``workers`` threads cluster them.
-
-    ``sharing``/``correct``: the config sections; ``calibration``: the calibration stage's
-    statistics file, needed when a correction is on.
-    """
-    sharing = sharing or {"granularity": "tensor", "group": 16}
-    correct = {"bias": False, "centroids": False, "bn": False, **(correct or {})}
-    if (correct["bias"] or correct["centroids"]) and not calibration:
-        raise ValueError("sweep: correct.bias / correct.centroids need the calibration statistics file")
-    baseline = read_json(baseline_json)
-    ev = evaluator_for(model_cfg, data_npz, "calib", evaluation, layers=layers,
-                       bias_statistics=calibration if correct["bias"] else None,
-                       reestimate_batchnorm=bool(correct["bn"]))
+def run(*, spec: EvaluationSpec, baseline: str, layers: list[str], sweep: dict, sharing: dict, out: str,
+        workers: int = 1) -> None:
+    """Sweep one job's ``layers`` into one file over the grid of the ``sweep`` section, with the codebook
+    granularity of the ``sharing`` section; ``workers`` threads cluster them. With ``correct.centroids``
+    in the spec, the codebook values are refit on the calibration statistics (their covariance when
+    the bias is corrected too)."""
+    base = read_json(baseline)
+    ev = spec.evaluator("calib", layers)
     refit = None
-    if correct["centroids"]:
-        moments = read_statistics(calibration, layers, "second")
-        means = ev.bias_means or {}  # the covariance when the bias is corrected too
+    if spec.correct.get("centroids"):
+        moments = spec.read_statistics("second", layers)
+        means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
         refit = {l: (moments[l], means.get(l)) for l in layers}
-    table, cluster_s, waited = sweep_layers(ev, layers, grid, baseline["calib_accuracy"], max_bins, workers,
-                                            granularity=sharing["granularity"], group=int(sharing["group"]),
+    max_bins = sweep["max_bins"]
+    table, cluster_s, waited = sweep_layers(ev, layers, resolve_grid(sweep), base["calib_accuracy"], max_bins,
+                                            workers, granularity=sharing["granularity"], group=int(sharing["group"]),
                                             refit=refit)
     log.info("clustering %.1f s in all on %d thread(s); the evaluation waited %.1f s for it",
              sum(cluster_s.values()), workers, waited)

@@ -1,7 +1,7 @@
 """Stage uniform: every layer the same K, on both splits: the reference a per-layer choice must beat
 (what a user gets from uniform palettization without any search). One codebook per tensor; the
-configured corrections (refit centroids from the sweep, bias correction) apply here too, so the
-gain over uniform measures the search."""
+configured corrections (refit centroids from the sweep, bias correction, BatchNorm re-estimation)
+apply here too."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import numpy as np
 import pyarrow as pa
 
 from .compression import compression_rates
-from .io import read_json, read_parquet, write_parquet
-from .sweep import codebook_from_row, read_sweeps
-from .validate import SELECT_COLUMNS, SPLIT_COLUMNS, measure_splits, splits_for
-
-UNIFORM_SCHEMA = pa.schema([("k", pa.int64()), ("cr", pa.float64()), *SPLIT_COLUMNS, *SELECT_COLUMNS])
+from .evaluate import EvaluationSpec, measure_splits, splits_for
+from .io import read_json, write_parquet
+from .tables import UNIFORM_SCHEMA, codebook_from_row, read_layers, read_sweeps
 
 
 def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_values: list[int]) -> dict[int, dict]:
@@ -31,18 +29,17 @@ def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_value
     return books
 
 
-def run(*, model_cfg: dict, data_npz: str, sweep_files: list[str], layers_parquet: str, baseline_json: str,
-        k_values: list[int], evaluation: dict, out: str, bias_statistics: str | None = None,
-        reestimate_batchnorm: bool = False, selection: str = "calib") -> None:
-    layers = read_parquet(layers_parquet).to_pylist()
-    books = uniform_codebooks(read_sweeps(sweep_files), layers, k_values)
-    baseline = read_json(baseline_json)
-    names = [l["name"] for l in layers]
+def run(*, spec: EvaluationSpec, sweeps: list[str], layers: str, baseline: str, k_values: list[int],
+        selection: str, out: str) -> None:
+    """Every K of ``k_values`` (``grid.uniform_k_values``), measured on the splits the ``selection`` rule needs."""
+    layer_table = read_layers(layers)
+    books = uniform_codebooks(read_sweeps(sweeps), layer_table, k_values)
+    base = read_json(baseline)
+    names = [l["name"] for l in layer_table]
     ks = sorted(books)
-    measured = measure_splits(model_cfg, data_npz, evaluation, names, [books[k] for k in ks], baseline, "uniform",
-                              splits=splits_for(selection), bias_statistics=bias_statistics,
-                              reestimate_batchnorm=reestimate_batchnorm)
-    n_weights = np.array([l["weights"] for l in layers])
+    measured = measure_splits(spec, names, [books[k] for k in ks], base, "uniform",
+                              splits=splits_for(selection))
+    n_weights = np.array([l["weights"] for l in layer_table])
     rows = [{"k": k, "cr": float(compression_rates(n_weights, np.array([b.k for b in books[k].values()]))), **m}
             for k, m in zip(ks, measured)]
     write_parquet(pa.Table.from_pylist(rows, schema=UNIFORM_SCHEMA), out)

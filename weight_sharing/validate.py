@@ -12,60 +12,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 from .bound import meets_bound, selectable_rows
-from .candidates import CandidateSet
-from .data import SELECT
-from .evaluate import Evaluator, Measurement, Progress, evaluator_for, measurement_columns
+from .evaluate import EvaluationSpec, measure_splits, splits_for
 from .io import read_json, read_parquet, write_parquet
-from .models import build_model
 from .pareto import pareto_mask
-
-SPLIT_COLUMNS = [(f"{split}_{c}", pa.float64() if c not in ("broken", "fixed") else pa.int64())
-                 for split in ("calib", "test") for c in ("accuracy", "al", "kl", "changed", "broken", "fixed")]
-# the unlabelled selection split (null unless select.split is unlabelled): no accuracy, only fidelity
-SELECT_COLUMNS = [("select_kl", pa.float64()), ("select_changed", pa.float64()), ("select_images", pa.int64())]
-VALIDATED_SCHEMA = pa.schema([
-    ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
-    ("choice", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
-    *SPLIT_COLUMNS, *SELECT_COLUMNS, ("on_front", pa.bool_()), ("selectable", pa.bool_()),
-    ("test_within_bound", pa.bool_()),
-])
-
-
-def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Measurement]:
-    """Each combination of codebooks applied in turn and measured; the weights restored after."""
-    out = []
-    progress = Progress(len(books), what)
-    for i, b in enumerate(books):
-        evaluator.apply(b)
-        out.append(evaluator.measure())
-        progress.step(i + 1)
-    evaluator.restore()
-    return out
-
-
-def splits_for(selection: str) -> tuple[str, ...]:
-    """The splits validate and uniform measure: calibration, test, and the selection images if they choose."""
-    return ("calib", "test", SELECT) if selection == "unlabelled" else ("calib", "test")
-
-
-def measure_splits(model_cfg: dict, data_npz: str, evaluation: dict, layers: list[str], books: list[dict],
-                   baseline: dict, what: str, splits=("calib", "test"),
-                   bias_statistics: str | None = None, reestimate_batchnorm: bool = False) -> list[dict]:
-    """The measurement columns of every combination on each split in turn (one split on the device
-    at a time; the model is built once). The unlabelled ``select`` split gives ``select_kl``,
-    ``select_changed`` and ``select_images``."""
-    rows = [{} for _ in books]
-    model = build_model(model_cfg)
-    for split in splits:
-        ev = evaluator_for(model, data_npz, split, evaluation, layers=layers, bias_statistics=bias_statistics,
-                           reestimate_batchnorm=reestimate_batchnorm)
-        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
-            if split == SELECT:
-                row.update(select_kl=m.kl, select_changed=m.changed, select_images=m.n)
-            else:
-                row.update(measurement_columns(f"{split}_", m, baseline[f"{split}_accuracy"]))
-        ev.release()
-    return rows
+from .tables import CALIB_COLUMNS, VALIDATED_SCHEMA, CandidateSet
 
 
 def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float,
@@ -89,24 +39,22 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
     return pa.Table.from_pylist(rows, schema=VALIDATED_SCHEMA)
 
 
-def run(*, model_cfg: dict, data_npz: str, candidates_parquet: str, layers_parquet: str, front_parquet: str,
-        baseline_json: str, bound: float, confidence: float, evaluation: dict, out: str,
-        bias_statistics: str | None = None, reestimate_batchnorm: bool = False, selection: str = "calib") -> None:
-    cands = CandidateSet(read_parquet(candidates_parquet), read_parquet(layers_parquet).to_pylist())
-    baseline = read_json(baseline_json)
-    front = read_parquet(front_parquet)
-    points = front.to_pylist()
+def run(*, spec: EvaluationSpec, candidates: str, layers: str, front: str, baseline: str, bound: float,
+        select: dict, out: str) -> None:
+    """The front measured on calibration (unless refine did), test and, under ``select.split: unlabelled``,
+    the selection images; marked selectable by the ``select`` section's rule and confidence."""
+    cands = CandidateSet.read(candidates, layers)
+    base = read_json(baseline)
+    table = read_parquet(front)
+    points = table.to_pylist()
     books = [cands.codebooks_of(r["choice"]) for r in points]
-    calib_columns = [name for name, _ in SPLIT_COLUMNS if name.startswith("calib_")]
+    calib_columns = [name for name, _ in CALIB_COLUMNS]
+    splits = splits_for(select["split"])
     if points and all(r.get(c) is not None for r in points for c in calib_columns):
-        # refine measured every point on calibration already: only the test split is left
-        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  splits=tuple(s for s in splits_for(selection) if s != "calib"),
-                                  bias_statistics=bias_statistics,
-                                  reestimate_batchnorm=reestimate_batchnorm)
+        # refine measured every point on calibration already: only the other splits are left
+        measured = measure_splits(spec, cands.layer_names, books, base, "validate",
+                                  splits=tuple(s for s in splits if s != "calib"))
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
-        measured = measure_splits(model_cfg, data_npz, evaluation, cands.layer_names, books, baseline, "validate",
-                                  splits=splits_for(selection), bias_statistics=bias_statistics,
-                                  reestimate_batchnorm=reestimate_batchnorm)
-    write_parquet(validate_front(front, measured, baseline, bound, confidence, selection), out)
+        measured = measure_splits(spec, cands.layer_names, books, base, "validate", splits=splits)
+    write_parquet(validate_front(table, measured, base, bound, select["confidence"], select["split"]), out)

@@ -1,7 +1,7 @@
 """Rule candidates: per layer and bit-width, the best K within the bound."""
 from weight_sharing import candidates, job
 
+i, p = snakemake.input, snakemake.params
 job.setup(snakemake.log[0], snakemake.threads)
-candidates.run(sweep_files=list(snakemake.input.sweeps), layers_parquet=snakemake.input.layers,
-               baseline_json=snakemake.input.baseline, bound=snakemake.params.bound,
-               signal=snakemake.params.signal, out=snakemake.output[0])
+candidates.run(sweeps=list(i.sweeps), layers=i.layers, baseline=i.baseline, bound=p.bound, candidates=p.candidates,
+               out=snakemake.output[0])

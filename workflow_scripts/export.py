@@ -3,8 +3,6 @@ from weight_sharing import export, job
 
 i, p = snakemake.input, snakemake.params
 job.setup(snakemake.log[0], snakemake.threads)
-export.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
-           validated_parquet=i.validated, baseline_json=i.baseline, bound=p.bound, confidence=p.select["confidence"], targets=p.targets,
-           evaluation=p.evaluation, out_files=list(snakemake.output.files), out_table=snakemake.output.table,
-           bias_statistics=job.optional_input(i, "calibration"),
-           reestimate_batchnorm=p.correct["bn"], selection=p.select["split"])
+export.run(spec=job.evaluation_spec(i, p), candidates=i.candidates, layers=i.layers, validated=i.validated,
+           baseline=i.baseline, bound=p.bound, select=p.select, export=p.export, out_files=list(snakemake.output.files),
+           out_table=snakemake.output.table)

@@ -3,9 +3,6 @@ from weight_sharing import job, refine
 
 i, p = snakemake.input, snakemake.params
 job.setup(snakemake.log[0], snakemake.threads)
-refine.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
-           sample_files=list(i.samples), surrogate_json=i.surrogate, front_parquet=i.front, baseline_json=i.baseline,
-           bound=p.bound, confidence=p.confidence, rounds=p.rounds, search=dict(p.search), evaluation=p.evaluation,
-           out_front=snakemake.output.front, out_json=snakemake.output.rounds,
-           bias_statistics=job.optional_input(i, "calibration"),
-           reestimate_batchnorm=p.correct["bn"])
+refine.run(spec=job.evaluation_spec(i, p), candidates=i.candidates, layers=i.layers, samples=list(i.samples),
+           surrogate=i.surrogate, front=i.front, baseline=i.baseline, bound=p.bound, confidence=p.confidence,
+           refine=p.refine, search=p.search, out_front=snakemake.output.front, out_rounds=snakemake.output.rounds)

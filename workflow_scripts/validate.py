@@ -3,7 +3,5 @@ from weight_sharing import job, validate
 
 i, p = snakemake.input, snakemake.params
 job.setup(snakemake.log[0], snakemake.threads)
-validate.run(model_cfg=p.model, data_npz=i.data, candidates_parquet=i.candidates, layers_parquet=i.layers,
-             front_parquet=i.front, baseline_json=i.baseline, bound=p.bound, confidence=p.select["confidence"], evaluation=p.evaluation,
-             out=snakemake.output[0], bias_statistics=job.optional_input(i, "calibration"),
-           reestimate_batchnorm=p.correct["bn"], selection=p.select["split"])
+validate.run(spec=job.evaluation_spec(i, p), candidates=i.candidates, layers=i.layers, front=i.front,
+             baseline=i.baseline, bound=p.bound, select=p.select, out=snakemake.output[0])
