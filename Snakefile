@@ -7,6 +7,7 @@ import weight_sharing
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 from weight_sharing import config as wscfg
+from weight_sharing import formats as wsformats
 from weight_sharing import grid as wsgrid
 from weight_sharing import job as wsjob
 

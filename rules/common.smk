@@ -29,6 +29,17 @@ def calibration_statistics(refit=False):
     return statistics
 
 
+def export_files():
+    """The export stage's files: per export target, the packed file, then each of export.formats
+    (a Core ML package is a folder)."""
+    files = []
+    for target in config["export"]["targets"]:
+        for fmt in wsformats.export_formats(config["export"]["formats"]):
+            path = f"{RESULTS}/{{net}}/export/{wsformats.output_name(target, fmt)}"
+            files.append(directory(path) if fmt.directory else path)
+    return files
+
+
 def sweep_chunks(net):
     """Sweep jobs of a network: job name -> its layers (a layer's own name at one layer per job)."""
     names, n = [layer["name"] for layer in LAYERS[net]], config["sweep"]["layers_per_job"]

@@ -1,4 +1,5 @@
-# Chosen validated points as packed safetensors files, reloaded and verified.
+# Chosen validated points in every export format (the packed reference file, then export.formats),
+# each verified.
 
 
 rule export:
@@ -11,9 +12,7 @@ rule export:
         validated=f"{RESULTS}/{{net}}/front_validated.parquet",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
-        files=[
-            f"{RESULTS}/{{net}}/export/loss_{t}x.safetensors" for t in config["export"]["targets"]
-        ],
+        files=export_files(),
         table=f"{RESULTS}/{{net}}/export.parquet",
     log:
         f"{RESULTS}/{{net}}/logs/export.log",

@@ -13,20 +13,35 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "weight_sharing"
 RULES = {p.stem for p in (ROOT / "rules").glob("*.smk")} - {"common"}
-MODULES = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+# the library's modules by their name under weight_sharing: a subpackage (formats) counts as one module
+MODULES = ({p.stem for p in PACKAGE.glob("*.py")} | {p.parent.name for p in PACKAGE.glob("*/__init__.py")}) - {
+    "__init__"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The weight_sharing modules a file imports, at any depth (function-level imports included)."""
+def module_of(path: Path) -> str:
+    """The module a library file belongs to (its own name, or its subpackage's)."""
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imported_modules(path: Path, package_parts: tuple[str, ...] = ()) -> set[str]:
+    """The weight_sharing modules a file imports, at any depth (function-level imports included);
+    ``package_parts``: the file's package below weight_sharing (for relative imports)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or (node.module or "").startswith("weight_sharing"):
-                base = (node.module or "").removeprefix("weight_sharing").lstrip(".")
-                if base:
-                    out.add(base.split(".")[0])
-                else:  # from . import x / from weight_sharing import x
-                    out.update(a.name for a in node.names if a.name in MODULES)
+            if node.level:
+                base = list(package_parts[:len(package_parts) - (node.level - 1)]) if node.level > 1 else list(
+                    package_parts)
+                parts = base + ((node.module or "").split(".") if node.module else [])
+            elif (node.module or "").startswith("weight_sharing"):
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            if parts:
+                out.add(parts[0])
+            else:  # from . import x / from weight_sharing import x
+                out.update(a.name for a in node.names if a.name in MODULES)
         elif isinstance(node, ast.Import):
             out.update(a.name.split(".")[1] for a in node.names
                        if a.name.startswith("weight_sharing.") and a.name.split(".")[1] in MODULES)
@@ -34,7 +49,13 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {m: imported_modules(PACKAGE / f"{m}.py") - {m} for m in MODULES}
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__init__.py" and path.parent == PACKAGE:
+            continue
+        package = path.relative_to(PACKAGE).parts[:-1]
+        graph[module_of(path)] |= imported_modules(path, package) - {module_of(path)}
+    return graph
 
 
 def cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -86,6 +107,9 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     f.write_text("from .sweep import x\nimport weight_sharing.sample\ndef f():\n    from . import refine\n"
                  "    from weight_sharing.tables import CandidateSet\n")
     assert imported_modules(f) == {"sweep", "sample", "refine", "tables"}
+    g = tmp_path / "n.py"
+    g.write_text("from ..sharing import x\nfrom . import ExportPoint\nfrom ..formats.onnx import y\n")
+    assert imported_modules(g, ("formats",)) == {"sharing", "formats"}
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
 

@@ -212,9 +212,46 @@ def check_config(config: dict) -> dict[str, list[dict]]:
             raise ConfigError(str(exc)) from exc
     if config["sample"]["shards"] > config["sample"]["n"]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
+    check_format_libraries(config)
     layers = {net: check_network(config, net) for net in config["networks"]}
     check_sharing(config["sharing"], layers)
+    check_formats(config, layers)
     return layers
+
+
+def check_format_libraries(config: dict) -> None:
+    """Every export format asked for (``export.formats``, ``candidates.formats``) has its library installed."""
+    from .formats import EXPORT_FORMATS
+
+    for key in ("export", "candidates"):
+        for name in config[key].get("formats") or []:
+            missing = EXPORT_FORMATS[name].missing_libraries()
+            if missing:
+                raise ConfigError(f"{key}.formats: {name} needs {', '.join(missing)}, which is not installed "
+                                  f"(pip install {' '.join(missing)}), or remove {name!r}")
+
+
+def check_formats(config: dict, layers: dict[str, list[dict]]) -> None:
+    """A format that needs grouped codebooks to split the output channels evenly (Core ML's LUTs per group
+    of channels) stops the run when a layer's last group would be short, naming the layer."""
+    from .formats import EXPORT_FORMATS
+    from .sharing import group_count
+
+    sharing = config["sharing"]
+    if sharing["granularity"] != "grouped_channel":
+        return
+    group = sharing["group"]
+    for name in config["export"].get("formats") or []:
+        if not EXPORT_FORMATS[name].equal_groups:
+            continue
+        for net, table in layers.items():
+            for l in table:
+                out = l["shape"][0]
+                if group_count(out, group) > 1 and out % group:
+                    raise ConfigError(f"export.formats: {name} needs codebook groups that split the output channels "
+                                      f"evenly, but layer {l['name']!r} of {net!r} has {out} channels and "
+                                      f"sharing.group is {group}; allowed: a group dividing every layer's channels "
+                                      f"(1 does), or remove {name!r}")
 
 
 def check_sharing(sharing: dict, layers: dict[str, list[dict]]) -> None:

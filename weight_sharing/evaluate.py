@@ -97,6 +97,7 @@ class Evaluator:
                           for n, m in self.layers.items()}
         self.forward = torch.compile(model) if compile else model
         self.model = model
+        self.split = split
         self.host_x = split.x
         self.y = None if split.y is None else torch.from_numpy(np.asarray(split.y)).to(self.device)
         shape = (1, -1) + (1,) * (split.x.ndim - 2)

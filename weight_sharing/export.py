@@ -1,9 +1,11 @@
-"""Stage export: the chosen validated points as packed files (``packed``), reloaded and verified.
+"""Stage export: the chosen validated points written in every configured format, each verified.
 
-Per export target: choose the point on calibration (:func:`choose_point`), write it with the
-corrections' tensors as validation computed them (:func:`write_point`), reload the file alone and
-check that it predicts what the validated model predicts on every test image (:func:`verify_point`),
-and record its sizes on disk (:func:`size_row`).
+Per export target: choose the point on calibration (:func:`choose_point`), apply its codebooks and
+the corrections to the in-memory model validation measured, and hand that one point to every format
+(``formats.EXPORT_FORMATS``: the packed reference file first, then ``export.formats``), whose
+exporter writes the file, verifies what it wrote and returns its row; the stage adds the size
+columns as the field reports them (:func:`size_columns`) and, for a format whose runtime lacks an
+index width the point uses, which layers were widened and the CR that cost.
 """
 from __future__ import annotations
 
@@ -11,17 +13,22 @@ import copy
 import logging
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from . import __version__
 from .bound import choose, loosened, meets_bound
-from .evaluate import EvaluationSpec, Evaluator
+from .compression import FLOAT_BITS, compression_rates, index_bits
+from .evaluate import EvaluationSpec
+from .formats import ExportPoint, export_formats
 from .io import read_json, read_parquet, write_parquet
 from .models import architecture, build_model, file_sha256
-from .packed import export_compressed, load_compressed
 from .tables import CandidateSet
 
 log = logging.getLogger(__name__)
+
+# columns only the packed format fills (null for the others): its bytes on disk and the entropy-coded figure
+PACKED_ONLY = ("index_bytes", "codebook_bytes", "packed_shared_bytes", "cr_on_disk", "huffman_shared_bytes",
+               "cr_huffman")
 
 
 def choose_point(validated: list[dict], baseline: dict, bound: float, target: float,
@@ -36,52 +43,39 @@ def choose_point(validated: list[dict], baseline: dict, bound: float, target: fl
     return min(validated, key=lambda v: (v["calib_al"], -v["cr"])), False
 
 
-def write_point(source: torch.nn.Module, in_memory: Evaluator, books: dict, arch: dict, out: str,
-                metadata: dict) -> dict:
-    """Apply ``books`` to the in-memory model (with its corrections) and write the packed file of the source
-    model with those codebooks and the corrections' tensors (corrected biases, re-estimated BatchNorm
-    statistics) exactly as validation computed them; returns the file's size figures."""
-    in_memory.apply(books)
-    return export_compressed(source, books, arch, out, extra_metadata=metadata, overrides=in_memory.export_tensors())
+def size_columns(row: dict, shared_weights: int, checkpoint_bytes: int | None) -> dict:
+    """Sizes as the field reports them: bits per weight of the shared layers as stored (indices and
+    codebooks), CR against float32 and against float16 weights (Core ML's convention), the whole file
+    against the source checkpoint."""
+    stored = row["index_bits"] + row["codebook_bits"]
+    return {"bits_per_weight": stored / shared_weights, "cr_float32": FLOAT_BITS * shared_weights / stored,
+            "cr_float16": 16 * shared_weights / stored,
+            "file_ratio": (checkpoint_bytes / row["file_bytes"]) if checkpoint_bytes else None}
 
 
-def verify_point(spec: EvaluationSpec, in_memory: Evaluator, out: str, layers: list[str], y_test,
-                 validated_accuracy: float) -> float:
-    """Reload ``out`` alone and compare its predictions on every test image with the in-memory model's;
-    the file is removed and the stage fails if one differs. Returns the reloaded model's test top-1."""
-    expected = in_memory.predictions().cpu()
-    reloaded_model, _ = load_compressed(out)
-    reloaded = spec.uncorrected().evaluator("test", layers, model=reloaded_model)
-    got = reloaded.predictions().cpu()
-    reloaded.release()
-    acc = float((got.numpy() == y_test).mean())
-    if not torch.equal(expected, got) or abs(acc - validated_accuracy) > 1e-12:
-        Path(out).unlink(missing_ok=True)
-        raise RuntimeError(f"export {out}: the reloaded model differs from the validated one "
-                           f"({int((expected != got).sum())} predictions differ; accuracy {acc:.4f} vs "
-                           f"validated {validated_accuracy:.4f})")
-    return acc
-
-
-def size_row(sizes: dict, shared_float_bytes: int, checkpoint_bytes: int | None) -> dict:
-    """The export table's size columns: packed shared layers against float32, the whole file against
-    the source checkpoint, and the indices entropy-coded (computed, not stored)."""
-    packed = sizes["index_bytes"] + sizes["codebook_bytes"]
-    huff = sizes["huffman_index_bytes"] + sizes["codebook_bytes"]
-    return {"file_bytes": sizes["file_bytes"], "index_bytes": sizes["index_bytes"],
-            "codebook_bytes": sizes["codebook_bytes"], "packed_shared_bytes": packed,
-            "shared_float_bytes": shared_float_bytes, "checkpoint_bytes": checkpoint_bytes,
-            "cr_on_disk": shared_float_bytes / packed,
-            "file_ratio": (checkpoint_bytes / sizes["file_bytes"]) if checkpoint_bytes else None,
-            "huffman_shared_bytes": huff, "cr_huffman": shared_float_bytes / huff}
+def cr_at_widths(cands: CandidateSet, choice, allowed: tuple[int, ...] | None) -> float:
+    """The formula's CR of a choice with each index widened to the smallest width in ``allowed`` (a layer
+    no allowed width holds counts dense, float32)."""
+    k = cands.gather(cands.k, np.asarray(choice))
+    if allowed is None:
+        return float(compression_rates(cands.n_weights, k, cands.gather(cands.groups, np.asarray(choice))))
+    groups = cands.gather(cands.groups, np.asarray(choice))
+    bits = 0
+    for w, g, kk in zip(cands.n_weights, groups, k):
+        width = min((b for b in allowed if b >= max(index_bits(int(kk)), 1)), default=None)
+        # no width the runtime runs holds the codebook: the layer is stored dense
+        bits += int(w) * FLOAT_BITS if width is None else int(w) * width + int(g) * int(kk) * FLOAT_BITS
+    return float(cands.n_weights.sum() * FLOAT_BITS / bits)
 
 
 def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, baseline: str, bound: float,
         select: dict, export: dict, out_files: list[str], out_table: str) -> None:
-    """Write the point chosen for each of ``export.targets`` as a packed file, verified by reloading."""
+    """Write the point chosen for each of ``export.targets`` in every format (packed first, then
+    ``export.formats``); ``out_files``: target-major, in that format order."""
     targets, confidence, selection = export["targets"], select["confidence"], select["split"]
-    if len(targets) != len(out_files):
-        raise ValueError(f"export: {len(targets)} targets but {len(out_files)} output files")
+    formats = export_formats(export.get("formats") or [])
+    if len(targets) * len(formats) != len(out_files):
+        raise ValueError(f"export: {len(targets)} targets x {len(formats)} formats but {len(out_files)} output files")
     cands = CandidateSet.read(candidates, layers)
     base = read_json(baseline)
     points = read_parquet(validated).to_pylist()
@@ -89,38 +83,56 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, b
         raise ValueError("export: the validated front is empty")
     ckpt = spec.model.get("checkpoint")
     ckpt_bytes = Path(ckpt).stat().st_size if ckpt else None
-    shared_float_bytes = int(cands.n_weights.sum()) * 4
-    source = build_model(spec.model)  # the original weights, read by export_compressed
-    # the in-memory compressed model the file must reproduce, built once for all targets
+    shared_weights = int(cands.n_weights.sum())
+    source = build_model(spec.model)  # the original weights, which the indices are computed from
+    # the in-memory compressed model every file must reproduce, built once for all targets
     in_memory = spec.evaluator("test", cands.layer_names, model=copy.deepcopy(source))
-    y_test = in_memory.y.cpu().numpy()
     arch = architecture(spec.model)
     source_sha256 = file_sha256(ckpt) if ckpt else "pretrained"
-    rows = []
-    for target, out in zip(targets, out_files):
+
+    def predict(model) -> np.ndarray:
+        ev = spec.uncorrected().evaluator("test", cands.layer_names, model=model)
+        out = ev.predictions().cpu().numpy()
+        ev.release()
+        return out
+
+    rows, files = [], iter(out_files)
+    for target in targets:
         point, met = choose_point(points, base, bound, target, confidence, selection)
         if not met:
             log.warning("export target %.2fx: no validated point within the allowed calibration loss; exporting "
                         "the lowest-loss point (calibration AL %.4f)", target, point["calib_al"])
-        books = cands.codebooks_of(cands.check_choice(point["choice"]))
+        choice = cands.check_choice(point["choice"])
+        books = cands.codebooks_of(choice)
         meta = {"k": point["k"], "groups": point["groups"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": base["test_accuracy"],
                 "source_checkpoint_sha256": source_sha256, "code_version": __version__,
                 "selected_on": {"split": selection, "confidence": confidence, "bound": loosened(bound, target)}}
-        sizes = write_point(source, in_memory, books, arch, out, meta)
-        acc = verify_point(spec, in_memory, out, cands.layer_names, y_test, point["test_accuracy"])
-        test_ok = bool(meets_bound(acc, base["test_accuracy"], loosened(bound, target)))
-        if not test_ok:
-            log.warning("export target %.2fx: the point chosen on calibration loses %.4f on test, beyond the "
-                        "target (reported, not used to choose)", target, base["test_accuracy"] - acc)
-        row = size_row(sizes, shared_float_bytes, ckpt_bytes)
-        rows.append({"target": float(target), "meets_target": met, "file": Path(out).name, "point": point["point"],
-                     "k": point["k"], "groups": point["groups"],
-                     "cr": point["cr"], "calib_accuracy": point["calib_accuracy"], "calib_al": point["calib_al"],
-                     "test_accuracy": acc, "test_al": base["test_accuracy"] - acc, "test_meets_target": test_ok,
-                     **row})
-        log.info("export %s: CR %.2f (formula), %.2f (packed on disk), %.2f (Huffman); file %d bytes vs "
-                 "checkpoint %s bytes; reloaded predictions identical on %d test images", out, point["cr"],
-                 row["cr_on_disk"], row["cr_huffman"], sizes["file_bytes"], ckpt_bytes, len(y_test))
+        in_memory.apply(books)
+        expected = in_memory.predictions().cpu().numpy()
+        exported = ExportPoint(source=source, model=in_memory.model, books=books,
+                               corrections=in_memory.export_tensors(), arch=arch, metadata=meta,
+                               test=in_memory.split, expected=expected, validated_accuracy=point["test_accuracy"],
+                               predict=predict)
+        for fmt in formats:
+            out = next(files)
+            row = fmt.exporter()(exported, out, export.get(fmt.name) or {})
+            acc = row["test_accuracy"]
+            test_ok = bool(meets_bound(acc, base["test_accuracy"], loosened(bound, target)))
+            at_widths = cr_at_widths(cands, choice, fmt.index_bits)
+            if row["widened_layers"]:
+                log.warning("export %s: %d layer(s) widened to the index widths %s runs (%s): CR %.2f -> %.2f at "
+                            "those widths", out, len(row["widened_layers"]), fmt.name,
+                            ", ".join(row["widened_layers"]), point["cr"], at_widths)
+            row = {**dict.fromkeys(PACKED_ONLY), **row}
+            rows.append({"target": float(target), "format": fmt.name, "meets_target": met, "file": Path(out).name,
+                         "point": point["point"], "k": point["k"], "groups": point["groups"], "cr": point["cr"],
+                         "cr_at_format_widths": at_widths, "calib_accuracy": point["calib_accuracy"],
+                         "calib_al": point["calib_al"], "test_accuracy": acc, "test_al": base["test_accuracy"] - acc,
+                         "test_meets_target": test_ok, "shared_float_bytes": shared_weights * 4,
+                         "checkpoint_bytes": ckpt_bytes, **row, **size_columns(row, shared_weights, ckpt_bytes)})
+            log.info("export %s (%s): CR %.2f (formula), %.2f against float32 as stored, %.2f bits per shared weight; "
+                     "file %d bytes; %s", out, fmt.name, point["cr"], rows[-1]["cr_float32"],
+                     rows[-1]["bits_per_weight"], row["file_bytes"], row["verified"])
     in_memory.release()
     write_parquet(rows, out_table)

@@ -14,6 +14,10 @@ from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .job import STAGES  # noqa: E402
 from .tables import read_sweeps  # noqa: E402
 
+# per export format, the columns of the first target's file the summary shows
+FORMAT_COLUMNS = ("file", "file_bytes", "bits_per_weight", "cr_float32", "cr_float16", "cr_at_format_widths",
+                  "widened_layers", "predictions_differing", "max_logit_difference", "verified")
+
 
 def stage_of(benchmark_file: str) -> str:
     """The stage a benchmark file times: ``.../benchmarks/{stage}.tsv`` or ``.../benchmarks/{stage}/{job}.tsv``
@@ -167,7 +171,12 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         row[f"best_cr_{level}_test_al"] = at(v, pick[f"best_{level}"], "test_al")
         row[f"uniform_cr_{level}"] = at(u, pick[f"uniform_{level}"], "cr")
     exported = read_parquet(export_parquet).to_pylist()
-    first = exported[0] if exported else {}
+    first = exported[0] if exported else {}  # the packed reference file of the first target
+    row["export_formats"] = [r["format"] for r in exported if r["target"] == first.get("target")]
+    for r in exported:
+        if r["target"] == first.get("target"):
+            for column in FORMAT_COLUMNS:
+                row[f"export_{r['format']}_{column}"] = r.get(column)
     for column in ("target", "meets_target", "test_meets_target", "cr", "file_bytes", "packed_shared_bytes",
                    "cr_on_disk", "cr_huffman", "file_ratio"):
         row[f"export_{column}"] = first.get(column)

@@ -87,6 +87,27 @@ def summary_markdown(rows: list[dict]) -> str:
                      f"| {_fmt(r['export_cr_on_disk'])} "
                      f"| {_fmt(r['export_cr_huffman'])} | {r['export_file_bytes']} | {_fmt(r['checkpoint_bytes'])} "
                      f"| {_fmt(r['export_file_ratio'])} |")
+    lines += ["", "## Export formats (the first export target)", "",
+              "Every format holds the same chosen point. Bits per weight: the shared layers' indices and codebooks "
+              "as the format stores them (Core ML: LUTs padded to 2^bits entries, float16 unless "
+              "export.coreml.lut_dtype is float32; ONNX: indices in uint4/uint8/uint16, float32 codebooks), over "
+              "their weights; CR against float32 and against float16 weights (Core ML's convention). CR at the "
+              "format's widths: the formula's CR with each layer's index widened to a width the runtime runs "
+              "(the widened layers are listed). Differing: test predictions of the file against the validated "
+              "model (Core ML: of the decoded weights, run in PyTorch).", "",
+              "| network | format | file | file [B] | bits / shared weight | CR vs float32 | CR vs float16 "
+              "| CR at the format's widths | widened layers | differing | verified |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for f in r.get("export_formats") or []:
+            def col(c, f=f, r=r):
+                return r.get(f"export_{f}_{c}")
+            widened = col("widened_layers") or []
+            lines.append(f"| {r['network']} | {f} | {col('file')} | {col('file_bytes')} "
+                         f"| {_fmt(col('bits_per_weight'), digits=3)} | {_fmt(col('cr_float32'))} "
+                         f"| {_fmt(col('cr_float16'))} | {_fmt(col('cr_at_format_widths'))} "
+                         f"| {', '.join(widened) if widened else 'none'} | {col('predictions_differing')} "
+                         f"| {col('verified')} |")
     lines += ["", "## Stage times [s]", ""]
     stage_head = "| network | " + " | ".join(STAGES) + " | total |"
     lines += [stage_head, "|" + "---|" * (len(STAGES) + 2)]
