@@ -6,8 +6,9 @@ name and its shared values); each shared layer's weight initializer is then repl
 in the smallest unsigned integer type onnxruntime casts at the opset (``export.onnx.opset``: at 21,
 uint4 for K <= 16, uint8 for K <= 256, uint16 beyond; from 25 also uint2 for K <= 4), and its
 codebook (float32; one row per group of output channels for a grouped codebook), decoded in the
-graph by Cast and Gather (GatherElements per output channel for grouped codebooks). Verified in onnxruntime on the CPU on every test image:
-the same top-1 as the validated model and logits within ``LOGIT_TOLERANCE``.
+graph by Cast and Gather (GatherElements per output channel for grouped codebooks). Verified in
+onnxruntime on the CPU on every test image: the same top-1 as the validated model and logits within
+``LOGIT_TOLERANCE``.
 """
 from __future__ import annotations
 
