@@ -57,3 +57,21 @@ def test_grouped_and_tensor_candidates_kept_per_bit_width():
     # nothing in bound: the largest per-tensor K, never a grouped one
     kept, fallback = select_layer_candidates([dict(row(4, 0.5), groups=1), dict(row(8, 0.5), groups=5)], 0.9, 0.99)
     assert fallback and [(r["k"], r["groups"]) for r in kept] == [(4, 1)]
+
+
+def test_candidates_restricted_to_the_index_widths_of_a_format():
+    """candidates.formats [coreml]: no 5-, 7-, 9- or 10-bit candidate; the fallback keeps the largest allowed K."""
+    from weight_sharing.formats import allowed_index_bits
+
+    bits = allowed_index_bits(["coreml"])
+    assert bits == {1, 2, 3, 4, 6, 8} and allowed_index_bits([]) is None and allowed_index_bits(["onnx"]) is None
+    rows = [{"layer": "l", "k": 2 ** b, "bits": b, "accuracy": 0.9 + 0.001 * b, "al": 0.1 - 0.001 * b,
+             "kl": 1.0 / b, "groups": 1} for b in range(1, 11)]
+    kept, fallback = select_layer_candidates(rows, 0.905, 0.999, "kl", bits)  # within the bound: 5 bits and up
+    assert not fallback and sorted(r["bits"] for r in kept) == [6, 8]
+    kept, fallback = select_layer_candidates(rows, 1.0, 0.99, "kl", bits)  # nothing within the bound
+    assert fallback and kept[0]["k"] == 256
+    kept, _ = select_layer_candidates(rows, 1.0, 0.99, "kl")
+    assert kept[0]["k"] == 1024
+    with pytest.raises(ValueError, match="layer 'l' has no sweep row at the index widths"):
+        select_layer_candidates([r for r in rows if r["bits"] in (5, 7)], 0.91, 0.99, "kl", bits)

@@ -182,6 +182,7 @@ def test_bad_sharing_settings(tiny_npz, lenet_checkpoint, sharing, match):
 def test_grouped_sharing_accepted_below_the_widest_layer(tiny_npz, lenet_checkpoint):
     cfg = base_config(tiny_npz, lenet_checkpoint)
     cfg["sharing"].update(granularity="grouped_channel", group=119)  # LeNet-5's fc1 has 120 outputs
+    cfg["export"]["formats"] = ["onnx"]  # Core ML would refuse the short last group of fc1 (120 = 119 + 1)
     assert len(check_config(cfg)["net"]) == 5
 
 
@@ -324,3 +325,39 @@ def test_a_parse_with_a_kept_plan_imports_no_torch(tmp_path):
     heavy = {"torch", "numba", "matplotlib", "timm", "sklearn", "pymoo"}
     assert "torch" in imported(subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True))  # checks the model
     assert not imported(subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)) & heavy
+
+
+def test_a_format_whose_library_is_missing_stops_the_run(tiny_npz, lenet_checkpoint, monkeypatch):
+    import importlib.util
+
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "coremltools" else find(name, *a))
+    with pytest.raises(ConfigError, match=r"export.formats: coreml needs coremltools, which is not installed"):
+        check_config(cfg)
+    cfg["export"]["formats"] = ["onnx"]
+    check_config(cfg)
+
+
+def test_coreml_with_groups_that_do_not_split_a_layers_channels_names_the_layer(tiny_npz, lenet_checkpoint):
+    cfg = base_config(tiny_npz, lenet_checkpoint)
+    cfg["sharing"]["group"] = 4  # LeNet-5: conv1 has 6 channels, fc2 84, fc3 10
+    with pytest.raises(ConfigError, match=r"export.formats: coreml .* layer 'conv1' of 'net' has 6 channels"):
+        check_config(cfg)
+    cfg["export"]["formats"] = ["onnx"]  # ONNX takes a short last group
+    check_config(cfg)
+    cfg["export"]["formats"], cfg["sharing"]["group"] = ["coreml"], 2  # 2 divides 6, 16, 120, 84 and 10
+    check_config(cfg)
+
+
+def test_a_conv3d_layer_stops_the_run_when_a_correction_needs_statistics(tmp_path):
+    """The calibration statistics unfold Linear, Conv1d and Conv2d inputs only: a Conv3d is named up front."""
+    from weight_sharing import config as wscfg
+
+    layers = {"v": [{"name": "stem", "shape": [8, 3, 3, 3, 3]}, {"name": "fc", "shape": [10, 8]}]}
+    cfg = validate_schema({"networks": {"v": {"category": "heavy", "demo": True,
+                                              "model": {"source": "builtin", "arch": "lenet5"}}}})
+    with pytest.raises(ConfigError, match=r"layer 'stem' of 'v' is a 3-D convolution"):
+        wscfg.check_statistics_kinds(cfg, layers)
+    cfg["correct"] = {"bias": False, "centroids": False, "bn": True}
+    wscfg.check_statistics_kinds(cfg, layers)

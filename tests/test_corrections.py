@@ -362,3 +362,25 @@ def test_a_registered_correction_reaches_the_spec_the_snakefile_and_the_export(m
     assert torch.equal(ev.layers["fc3"].bias, before)
     with pytest.raises(ValueError, match="no calibration statistics file"):
         EvaluationSpec(model=model, data=str(tiny_npz), correct={"output_shift": True}).evaluator("test", ["fc3"])
+
+
+def test_conv1d_statistics_are_its_unfolded_inputs():
+    """timm's ECA attention: a Conv1d over the channel axis; its input rows are the length-k windows."""
+    from weight_sharing.correct import input_rows
+
+    torch.manual_seed(0)
+    conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+    x = torch.randn(4, 1, 7)
+    rows = torch.cat(list(input_rows(conv, x)))
+    padded = F.pad(x, (1, 1))
+    want = torch.stack([padded[n, 0, i:i + 3] for n in range(4) for i in range(7)])
+    assert rows.shape == (28, 1, 3) and torch.allclose(rows[:, 0], want)
+    # each row times the weight is the layer's output
+    assert torch.allclose((rows[:, 0] @ conv.weight.detach().view(3)).view(4, 7), conv(x).detach().view(4, 7),
+                          atol=1e-6)
+    stats = LayerStatistics(second_moment=True)
+    stats.add(conv, x)
+    t = stats.tensors()
+    assert np.allclose(t["mean"][0], want.double().mean(0).numpy())
+    with pytest.raises(TypeError, match="Conv3d is not one of Linear, Conv1d, Conv2d"):
+        next(input_rows(nn.Conv3d(1, 1, 3), torch.randn(1, 1, 4, 4, 4)))

@@ -155,6 +155,12 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
         model, meta = load_compressed(root / "export" / exported[0]["file"])
         assert [l["name"] for l in meta["shared_layers"]] == [l["name"] for l in layers]
         assert [l["k"] for l in meta["shared_layers"]] == exported[0]["k"]
+        # the device formats of the same point: onnxruntime reproduces it; the Core ML package read back
+        assert {r["format"] for r in exported} == {"packed", "onnx", "coreml"}
+        for r in exported:
+            assert (root / "export" / r["file"]).exists() and r["k"] == exported[0]["k"]
+            if r["format"] == "onnx":
+                assert r["predictions_differing"] == 0
         sweep_files = sorted((root / "sweep").glob("part*.parquet"))
         assert len(sweep_files) == -(-len(layers) // 30)
         swept = [r["layer"] for f in sweep_files for r in pq.read_table(f).to_pylist()]

@@ -136,8 +136,10 @@ def test_export_reloads_to_the_validated_model(tiny_run):
     from weight_sharing.tables import CandidateSet
 
     net = tiny_run / "results/tiny"
-    rows = read(tiny_run, "export.parquet")
-    assert [r["target"] for r in rows] == [1.0, 1.5]
+    table = read(tiny_run, "export.parquet")
+    assert [(r["target"], r["format"]) for r in table] == [(t, f) for t in (1.0, 1.5) for f in ("packed", "onnx",
+                                                                                                 "coreml")]
+    rows = [r for r in table if r["format"] == "packed"]
     cands = CandidateSet(pq.read_table(net / "candidates.parquet"), read(tiny_run, "layers.parquet"))
     split = load_split(net / "demo/data.npz", "test")
     validated = {(tuple(v["k"]), v["cr"]): v for v in read(tiny_run, "front_validated.parquet")}
@@ -162,6 +164,29 @@ def test_export_reloads_to_the_validated_model(tiny_run):
         assert r["index_bytes"] == sum(math.ceil(w * math.ceil(math.log2(k)) / 8) for w, k in zip(WEIGHTS, r["k"]))
         assert r["codebook_bytes"] <= 4 * sum(g * k for g, k in zip(groups, r["k"]))
         assert r["file_bytes"] < 4 * sum(WEIGHTS) / 4  # the file is far smaller than the float32 weights
+    # the device formats of each target: the same point, verified, and their sizes as stored
+    import onnxruntime as ort
+
+    from weight_sharing.formats.coreml import decode_lut, read_luts
+
+    for r in table:
+        packed = next(p for p in rows if p["target"] == r["target"])
+        assert (r["k"], r["cr"], r["point"]) == (packed["k"], packed["cr"], packed["point"])
+        assert r["cr_float32"] == pytest.approx(32 * sum(WEIGHTS) / (r["index_bits"] + r["codebook_bits"]))
+        assert r["cr_float16"] == pytest.approx(r["cr_float32"] / 2)
+        if r["format"] == "onnx":
+            session = ort.InferenceSession(str(net / "export" / r["file"]), providers=["CPUExecutionProvider"])
+            mean, std = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) * np.float32(255) for v in (split.mean, split.std))
+            x = (np.asarray(split.x, np.float32) - mean) / std
+            got = session.run(None, {"x": x})[0].argmax(1)
+            assert float((got == split.y).mean()) == r["test_accuracy"] == packed["test_accuracy"]
+        if r["format"] == "coreml":
+            model, _ = load_compressed(net / "export" / packed["file"])
+            luts, _ = read_luts(str(net / "export" / r["file"]))
+            assert sorted(luts) == sorted(LAYERS)
+            for layer, (lut, idx) in luts.items():  # float16 LUTs: the packed file's weights, rounded
+                want = dict(model.named_modules())[layer].weight.detach().numpy().astype(np.float16)
+                assert np.array_equal(decode_lut(lut, idx).astype(np.float16), want)
 
 
 def test_plots_and_summary_content(tiny_run):
@@ -244,6 +269,9 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     cfg["correct"] = {"bias": True, "centroids": True, "bn": True}  # bn: LeNet-5 has none, the wiring runs
     cfg["select"] = {"split": "unlabelled", "confidence": 0.5}
     cfg["demo"]["n_select"] = 400
+    # Core ML's LUTs need groups that split every layer's channels (5 does not split conv1's 6); ONNX takes a
+    # short last group, with the bias correction's added biases
+    cfg["export"] = {"formats": ["onnx"]}
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -259,7 +287,11 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     validated = {tuple(v["choice"]): v for v in read(tmp_path, "front_validated.parquet")}
     for v in validated.values():
         assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"], v["groups"]))
+    onnx_rows = [r for r in read(tmp_path, "export.parquet") if r["format"] == "onnx"]
+    assert len(onnx_rows) == 2 and all(r["predictions_differing"] == 0 for r in onnx_rows)
     for r in read(tmp_path, "export.parquet"):
+        if r["format"] != "packed":
+            continue
         model, meta = load_compressed(net / "export" / r["file"])
         original = LeNet5()
         original.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
@@ -298,3 +330,21 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     selected_on = json.loads(meta["selected_on"])
     assert selected_on["split"] == "unlabelled" and selected_on["confidence"] == 0.5
     assert selected_on["bound"] == pytest.approx(0.99)
+
+
+def test_the_readmes_loading_snippets_run(tiny_run, monkeypatch, capsys):
+    """The README's snippets (packed, ONNX Runtime, Core ML) run as written on the tiny config's files."""
+    import re
+
+    from workflow_utils import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## The compressed model you ship"):text.index("## Bring your own model")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tiny_run)
+    for code in blocks:
+        exec(compile(code.replace("lenet5_mnist", "tiny"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    packed = next(r for r in read(tiny_run, "export.parquet") if r["format"] == "onnx" and r["target"] == 1.0)
+    assert f"top-1 {packed['test_accuracy']}" in printed

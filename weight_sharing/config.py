@@ -216,7 +216,23 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     layers = {net: check_network(config, net) for net in config["networks"]}
     check_sharing(config["sharing"], layers)
     check_formats(config, layers)
+    check_statistics_kinds(config, layers)
     return layers
+
+
+def check_statistics_kinds(config: dict, layers: dict[str, list[dict]]) -> None:
+    """The calibration statistics (bias correction, centroid refit) unfold Linear, Conv1d and Conv2d inputs;
+    a Conv3d layer stops the run when a correction needs them, naming the layer."""
+    from .correct import needed_statistics
+
+    if not needed_statistics(config["correct"], refit=True):
+        return
+    for net, table in layers.items():
+        for l in table:
+            if len(l["shape"]) > 4:
+                raise ConfigError(f"correct: layer {l['name']!r} of {net!r} is a {len(l['shape']) - 2}-D convolution, "
+                                  "whose inputs the calibration statistics cannot unfold (Linear, Conv1d and Conv2d "
+                                  "only); set correct.centroids: false and correct.bias: false for this network")
 
 
 def check_format_libraries(config: dict) -> None:

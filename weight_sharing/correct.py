@@ -39,32 +39,41 @@ from .sharing import row_groups, shared_weight
 UNFOLD_CHUNK = 1 << 24  # unfolded elements per step when gathering convolution statistics
 
 
-def conv_input(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+# the layer kinds whose input statistics can be gathered (Conv3d: F.unfold has no 3-D form)
+STATISTICS_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def conv_input(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """The input as the convolution sees it (explicit padding applied) and the padding left to unfold."""
     if type(module).__name__ == "Conv2dSame":  # timm's TensorFlow-style 'SAME' padding, applied in forward
         from timm.layers import pad_same
 
-        return pad_same(x, module.weight.shape[-2:], module.stride, module.dilation), (0, 0)
+        return pad_same(x, module.weight.shape[-2:], module.stride, module.dilation), (0,) * (x.ndim - 2)
     if isinstance(module.padding, str) or module.padding_mode != "zeros":  # 'same'/'valid', or not zero-padded
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-        return F.pad(x, module._reversed_padding_repeated_twice, mode=mode), (0, 0)
+        return F.pad(x, module._reversed_padding_repeated_twice, mode=mode), (0,) * (x.ndim - 2)
     return x, tuple(module.padding)
 
 
 def input_rows(module: nn.Module, x: torch.Tensor):
-    """Chunks of (samples, groups, d_g) input vectors of a layer's weight rows (d_g: weights per row)."""
+    """Chunks of (samples, groups, d_g) input vectors of a layer's weight rows (d_g: weights per row).
+    A Conv1d is unfolded as a convolution over an image of height 1 (timm's ECA attention has them)."""
     if isinstance(module, nn.Linear):
         yield x.reshape(-1, 1, x.shape[-1])
         return
-    if not isinstance(module, nn.Conv2d):
-        raise TypeError(f"statistics: {type(module).__name__} is neither Conv2d nor Linear")
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        raise TypeError(f"statistics: {type(module).__name__} is not one of "
+                        f"{', '.join(k.__name__ for k in STATISTICS_KINDS)}")
     x, padding = conv_input(module, x)
-    d = module.in_channels * math.prod(module.kernel_size)
+    kernel, dilation, stride = module.kernel_size, module.dilation, module.stride
+    if isinstance(module, nn.Conv1d):  # (N, C, L) as (N, C, 1, L)
+        x, padding = x.unsqueeze(2), (0, *padding)
+        kernel, dilation, stride = (1, *kernel), (1, *dilation), (1, *stride)
+    d = module.in_channels * math.prod(kernel)
     out_positions = max(1, x[0, 0].numel())  # an upper bound on unfolded positions per image
     step = max(1, UNFOLD_CHUNK // (d * out_positions))
     for i in range(0, len(x), step):
-        cols = F.unfold(x[i:i + step], module.kernel_size, dilation=module.dilation, padding=padding,
-                        stride=module.stride)  # (n, d, L)
+        cols = F.unfold(x[i:i + step], kernel, dilation=dilation, padding=padding, stride=stride)  # (n, d, L)
         yield cols.transpose(1, 2).reshape(-1, module.groups, d // module.groups)
 
 

@@ -143,13 +143,56 @@ def _read_state_dict(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str, ...] = ()) -> None:
+def map_keys(state: dict, own: dict, key_map: dict | None) -> dict:
+    """A checkpoint's tensors renamed to the model's keys (``model.key_map``), for weights saved by another
+    implementation of the same architecture (e.g. EfficientNet-Lite in the ``efficientnet-lite-pytorch``
+    layout for timm's ``tf_efficientnet_lite*``).
+
+    ``rules``: ``[pattern, replacement]`` regular-expression substitutions applied in order to every
+    checkpoint key; ``by_position: true``: the i-th checkpoint tensor becomes the model's i-th (both in
+    state_dict order, ``skip`` patterns removed from both first, e.g. ``num_batches_tracked``), the
+    shapes checked pair by pair, a mismatch naming both keys. Afterwards the load is strict as always.
+    """
+    if not key_map:
+        return state
+    import re
+
+    skip = [re.compile(p) for p in key_map.get("skip") or []]
+
+    def kept(keys):
+        return [k for k in keys if not any(p.search(k) for p in skip)]
+
+    if key_map.get("by_position"):
+        theirs, ours = kept(state), kept(own)
+        if len(theirs) != len(ours):
+            raise ValueError(f"model.key_map.by_position: the checkpoint has {len(theirs)} tensors, the model "
+                             f"{len(ours)} (after skip {key_map.get('skip') or []})")
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            if tuple(state[a].shape) != tuple(own[b].shape):
+                raise ValueError(f"model.key_map.by_position: tensor {i}: checkpoint {a!r} {tuple(state[a].shape)} "
+                                 f"does not fit model {b!r} {tuple(own[b].shape)}")
+        mapped = {b: state[a] for a, b in zip(theirs, ours)}
+        # skipped keys the model has keep the model's own values (BatchNorm counters)
+        return {**{k: v for k, v in own.items() if k not in mapped}, **mapped}
+    mapped = {}
+    for key, value in state.items():
+        if any(p.search(key) for p in skip):
+            continue
+        for pattern, replacement in key_map.get("rules") or []:
+            key = re.sub(pattern, replacement, key)
+        mapped[key] = value
+    return {**{k: v for k, v in own.items() if any(p.search(k) for p in skip)}, **mapped}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str, ...] = (),
+                    key_map: dict | None = None) -> None:
     """Load a state_dict (torch.save, read with weights_only; or .safetensors), strictly.
 
     A checkpoint that does not fit the architecture raises ValueError naming the
     missing, unexpected or mis-shaped tensors; one with a NaN or infinite value
     raises ValueError naming the tensor. ``drop_prefixes``: keys of heads the
-    architecture removes (torchvision's auxiliary heads), ignored when present.
+    architecture removes (torchvision's auxiliary heads), ignored when present;
+    ``key_map``: how the checkpoint's keys become the model's (:func:`map_keys`).
     """
     path = Path(path)
     if path.is_dir():
@@ -166,6 +209,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str
     if drop_prefixes:
         state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
     own = model.state_dict()
+    state = map_keys(state, own, key_map)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -198,7 +242,7 @@ def build_model(model_cfg: dict) -> nn.Module:
         if spec["source"] == "torchvision" and spec["arch"] in _TORCHVISION_WEIGHT_KWARGS \
                 and model_cfg.get("pretrained") and not spec["kwargs"]["aux_logits"]:
             drop = ("aux1.", "aux2.", "AuxLogits.")  # torchvision's own weights file holds the removed heads
-        load_checkpoint(model, model_cfg["checkpoint"], drop_prefixes=drop)
+        load_checkpoint(model, model_cfg["checkpoint"], drop_prefixes=drop, key_map=model_cfg.get("key_map"))
     else:
         model = create_model(model_cfg)
         for name, p in model.state_dict().items():
