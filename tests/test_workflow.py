@@ -176,7 +176,8 @@ def test_export_reloads_to_the_validated_model(tiny_run):
         assert r["cr_float16"] == pytest.approx(r["cr_float32"] / 2)
         if r["format"] == "onnx":
             session = ort.InferenceSession(str(net / "export" / r["file"]), providers=["CPUExecutionProvider"])
-            mean, std = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) * np.float32(255) for v in (split.mean, split.std))
+            mean, std = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) * np.float32(255)
+                         for v in (split.mean, split.std))
             x = (np.asarray(split.x, np.float32) - mean) / std
             got = session.run(None, {"x": x})[0].argmax(1)
             assert float((got == split.y).mean()) == r["test_accuracy"] == packed["test_accuracy"]
