@@ -361,3 +361,16 @@ def test_a_conv3d_layer_stops_the_run_when_a_correction_needs_statistics(tmp_pat
         wscfg.check_statistics_kinds(cfg, layers)
     cfg["correct"] = {"bias": False, "centroids": False, "bn": True}
     wscfg.check_statistics_kinds(cfg, layers)
+
+
+def test_selection_images_that_are_calibration_images_are_refused(tmp_path, lenet_checkpoint):
+    """x_select decides on what the search found on the calibration images: it must be images it never saw."""
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, 256, (5, 1, 28, 28), dtype=np.uint8)  # write_npz's own calibration images
+    other = np.random.default_rng(7).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
+    select = np.concatenate([calib[:2], other])
+    cfg = base_config(write_npz(tmp_path / "s.npz", x_select=select), lenet_checkpoint)
+    with pytest.raises(ConfigError, match=r"2 selection image\(s\) \(x_select\) also appear in the calibration split"):
+        check_config(cfg)
+    cfg["networks"]["net"]["data"]["allow_shared_images"] = True
+    check_config(cfg)

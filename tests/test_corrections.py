@@ -384,3 +384,34 @@ def test_conv1d_statistics_are_its_unfolded_inputs():
     assert np.allclose(t["mean"][0], want.double().mean(0).numpy())
     with pytest.raises(TypeError, match="Conv3d is not one of Linear, Conv1d, Conv2d"):
         next(input_rows(nn.Conv3d(1, 1, 3), torch.randn(1, 1, 4, 4, 4)))
+
+
+def test_batchnorm_reestimation_leaves_a_head_the_forward_never_calls_alone():
+    """An auxiliary head's BatchNorm sees no calibration image: its statistics are kept, not reset, so the
+    export stores them as they were."""
+
+    class WithHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+            self.aux_bn = nn.BatchNorm2d(4)  # a training-only head
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = WithHead().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.aux_bn):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.num_batches_tracked.fill_(100)
+    saved = model.aux_bn.running_mean.clone()
+    calib = Split(x=np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8), y=np.zeros(20, int),
+                  mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
+    ev = Evaluator(model, calib, device="cpu", layers=["conv", "fc"], corrections=["bn"], calibration=calib)
+    ev.apply({"conv": kmeans_grid(ev.originals["conv"].numpy().ravel(), [2])[2]})
+    assert int(model.bn.num_batches_tracked) == 1  # re-estimated on the 20 images (one batch)
+    assert torch.equal(model.aux_bn.running_mean, saved) and int(model.aux_bn.num_batches_tracked) == 100
+    assert torch.equal(torch.from_numpy(ev.export_tensors()["aux_bn.running_mean"]), saved)

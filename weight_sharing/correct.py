@@ -376,6 +376,12 @@ class BatchNormReestimation(Correction):
             for m, momentum in zip(self.batchnorms, momenta):
                 m.momentum = momentum
                 m.eval()
+        with torch.no_grad():  # a BatchNorm the forward never calls (a training-only head) keeps its statistics
+            for m, (mean, var, count) in zip(self.batchnorms, self.saved):
+                if int(m.num_batches_tracked) == 0:
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
 
     @torch.no_grad()
     def restore(self, evaluator, names) -> None:

@@ -220,3 +220,9 @@ def check_disjoint(path: str | Path, allow_shared: bool = False, splits=("calib"
             raise ValueError(f"data.npz {str(path)!r}: {n} {'calibration' if split == 'calib' else 'selection'} "
                              "image(s) also appear in the test split; the test split must be held out (set "
                              "data.allow_shared_images: true to accept this knowingly)")
+    if SELECT in splits:  # the selection images decide what the search found on the calibration images
+        n = shared_images(path, SELECT, image_hashes(load_split(path, "calib").x))
+        if n:
+            raise ValueError(f"data.npz {str(path)!r}: {n} selection image(s) (x_select) also appear in the "
+                             "calibration split; the selection images must be ones the search never saw (set "
+                             "data.allow_shared_images: true to accept this knowingly)")
