@@ -133,7 +133,7 @@ def test_coreml_keeps_a_layer_no_lut_holds_dense(tmp_path, monkeypatch):
     out = tmp_path / "m.mlpackage"
     row = coreml.export(point, str(out), {"lut_dtype": "float32"})
     assert "pw" not in coreml.read_luts(str(out))[0]
-    assert row["widened_layers"] == ["pw (dense)"] and row["predictions_differing"] == 0
+    assert row["widened_layers"] == ["pw (dense: more than 256 values)"] and row["predictions_differing"] == 0
     assert row["index_bits"] == 2 * 216 + 1 * 72 + 32 * 128 + 2 * 160
 
 

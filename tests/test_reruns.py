@@ -98,3 +98,43 @@ def test_killed_job_leaves_nothing_half_written_and_run_resumes(tiny_run, tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # same config and seeds, one core and an interruption: identical tables to the reference run
     assert result_tables(tmp_path) == result_tables(tiny_run)
+
+
+def test_permuted_test_labels_change_no_choice(tiny_run, tmp_path):
+    """The test split decides nothing: the tiny run repeated with its test labels permuted (every stage from
+    prepare on reruns) makes identical choices (candidates, samples, fronts, selectable points, exported
+    points and files' codebooks); only the test measurements differ."""
+    import shutil
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    work = tmp_path / "permuted"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    npz = work / "results/tiny/demo/data.npz"
+    with np.load(npz) as z:
+        arrays = dict(z)
+    arrays["y_test"] = np.random.default_rng(0).permutation(arrays["y_test"])
+    np.savez(npz, **arrays)
+    proc = snakemake(work, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prepare" in proc.stdout + proc.stderr  # the changed data reran the stages that read it
+
+    def table(run, name, drop=("seconds",)):
+        rows = pq.read_table(run / "results/tiny" / name).to_pylist()
+        return [{k: v for k, v in r.items() if k not in drop and not k.startswith("test_")} for r in rows]
+
+    for name in ("candidates.parquet", "front_predicted.parquet", "front_refined.parquet"):
+        assert table(work, name) == table(tiny_run, name)
+    for shard in ("samples/shard_0.parquet", "samples/shard_1.parquet"):
+        assert table(work, shard) == table(tiny_run, shard)
+    validated = [{k: v for k, v in r.items() if k != "on_front"} for r in table(work, "front_validated.parquet")]
+    reference = [{k: v for k, v in r.items() if k != "on_front"} for r in table(tiny_run, "front_validated.parquet")]
+    assert validated == reference  # every calibration column and the selectable flags
+    keep = ("target", "format", "point", "k", "groups", "cr", "calib_accuracy", "meets_target", "index_bits",
+            "codebook_bits")
+    exported = [{k: r[k] for k in keep} for r in pq.read_table(work / "results/tiny/export.parquet").to_pylist()]
+    assert exported == [{k: r[k] for k in keep} for r in pq.read_table(tiny_run / "results/tiny/export.parquet")
+                        .to_pylist()]
+    base = pq.read_table(tiny_run / "results/tiny/front_validated.parquet").column("test_accuracy").to_pylist()
+    assert pq.read_table(work / "results/tiny/front_validated.parquet").column("test_accuracy").to_pylist() != base

@@ -6,7 +6,8 @@ out, so every shared weight reaches the palettizer with its shared values); each
 weight is then palettized with ``mode="unique"``: its lookup table holds exactly the layer's distinct
 shared values (per tensor, or per group of ``group`` output channels: iOS18), at the smallest index
 width Core ML runs (1, 2, 3, 4, 6 or 8 bits: a 5-bit K is stored at 6 bits, a 7-bit one at 8; those
-layers are reported as widened, with the CR they cost). LUT entries are float16 by default
+layers are reported as widened, with the CR they cost). A layer of more than 256 values, or of fewer
+than 10 weights (coremltools keeps those inline: timm's ECA convolutions), is stored dense and listed. LUT entries are float16 by default
 (``export.coreml.lut_dtype``), float32 as a setting. Core ML does not run on Linux: the package is
 read back, every LUT op decoded and compared with the validated shared weights (bit-exact for
 float32 entries; for float16, equal to their float16 rounding), and the model with the decoded
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 WEIGHT_CHANGING_PASSES = ("common::fuse_conv_batchnorm", "common::fuse_conv_scale", "common::fuse_conv_bias",
                           "common::fuse_linear_bias", "common::const_deduplication")
 LAYERS_KEY = "weight_sharing.lut_layers"  # user metadata: LUT op -> shared layer
+INLINE_WEIGHTS = 10  # coremltools stores a constant of fewer values inline in the program, uncompressed
 
 
 def coreml_bits(k: int) -> int | None:
@@ -101,7 +103,11 @@ def export(point: ExportPoint, out: str, options: dict) -> dict:
                              f"weight of layer {layer!r} (coremltools changed it)")
         const = preferred if preferred in matches else matches[0]
         if coreml_bits(cb.size) is None:  # more than 256 shared values: no LUT Core ML runs holds them
-            widened.append(f"{layer} (dense)")
+            widened.append(f"{layer} (dense: more than 256 values)")
+            dense[layer] = shared.size
+            continue
+        if shared.size < INLINE_WEIGHTS:  # coremltools keeps such a constant inline, never as a LUT
+            widened.append(f"{layer} (dense: {shared.size} weights)")
             dense[layer] = shared.size
             continue
         granularity = {"granularity": "per_grouped_channel", "group_size": cb.group, "channel_axis": 0} \
