@@ -6,9 +6,10 @@ out, so every shared weight reaches the palettizer with its shared values); each
 weight is then palettized with ``mode="unique"``: its lookup table holds exactly the layer's distinct
 shared values (per tensor, or per group of ``group`` output channels: iOS18), at the smallest index
 width Core ML runs (1, 2, 3, 4, 6 or 8 bits: a 5-bit K is stored at 6 bits, a 7-bit one at 8; those
-layers are reported as widened, with the CR they cost). A layer of more than 256 values, or of fewer
-than 10 weights (coremltools keeps those inline: timm's ECA convolutions), is stored dense and listed.
-LUT entries are float16 by default (``export.coreml.lut_dtype``), float32 as a setting. Core ML does not run on Linux: the package is
+layers are reported as widened, with the CR they cost). A layer of more than 256 values, or of
+fewer than 10 weights (coremltools keeps those inline: timm's ECA convolutions), is stored dense
+and listed. LUT entries are float16 by default (``export.coreml.lut_dtype``), float32 as a setting.
+Core ML does not run on Linux: the package is
 read back, every LUT op decoded and compared with the validated shared weights (bit-exact for
 float32 entries; for float16, equal to their float16 rounding), and the model with the decoded
 weights is measured in PyTorch on every test image.
