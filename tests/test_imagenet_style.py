@@ -129,6 +129,7 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
         "surrogate": {"folds": 3},
         "search": {"nsga2": {"pop_size": 10, "generations": 5}},
         "uniform": {"k_max": 256},
+        "export": {"targets": [1.0]},
     }
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "--cores", "2", "--keep-going")

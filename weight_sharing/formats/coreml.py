@@ -80,9 +80,9 @@ def export(point: ExportPoint, out: str, options: dict) -> dict:
     float_dtype = np.float16 if lut_dtype == "float16" else np.float32
     model = copy.deepcopy(point.model).cpu().float().eval()
     example = torch.from_numpy(next(point.normalized_batches())[:1])
-    # iOS16 runs per-tensor LUTs of 1, 2, 4, 6 or 8 bits; LUTs per group of channels and 3-bit ones need iOS18
-    ios18 = any(cb.group or coreml_bits(cb.size) == 3 for cb in point.books.values())
-    target = ct.target.iOS18 if ios18 else ct.target.iOS16
+    # iOS18's constexpr_lut_to_dense: LUTs per tensor or per group of channels, 1, 2, 3, 4, 6 or 8 bits
+    # (iOS16's has per-tensor LUTs without 3 bits only, and stores its indices packed)
+    target = ct.target.iOS18
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(WEIGHT_CHANGING_PASSES)
     with torch.no_grad():
