@@ -17,9 +17,9 @@ import numpy as np
 
 from . import __version__
 from .bound import choose, loosened, meets_bound
-from .compression import FLOAT_BITS, compression_rates, index_bits
+from .compression import FLOAT_BITS
 from .evaluate import EvaluationSpec
-from .formats import ExportPoint, export_formats
+from .formats import ExportPoint, export_formats, stored_index_bits
 from .io import read_json, read_parquet, write_parquet
 from .models import architecture, build_model, file_sha256
 from .tables import CandidateSet
@@ -56,13 +56,12 @@ def size_columns(row: dict, shared_weights: int, checkpoint_bytes: int | None) -
 def cr_at_widths(cands: CandidateSet, choice, allowed: tuple[int, ...] | None) -> float:
     """The formula's CR of a choice with each index widened to the smallest width in ``allowed`` (a layer
     no allowed width holds counts dense, float32)."""
-    k = cands.gather(cands.k, np.asarray(choice))
     if allowed is None:
-        return float(compression_rates(cands.n_weights, k, cands.gather(cands.groups, np.asarray(choice))))
-    groups = cands.gather(cands.groups, np.asarray(choice))
+        return float(cands.compression_rates(np.asarray(choice)[None])[0])
+    k, groups = cands.gather(cands.k, np.asarray(choice)), cands.gather(cands.groups, np.asarray(choice))
     bits = 0
     for w, g, kk in zip(cands.n_weights, groups, k):
-        width = min((b for b in allowed if b >= max(index_bits(int(kk)), 1)), default=None)
+        width = stored_index_bits(kk, allowed)
         # no width the runtime runs holds the codebook: the layer is stored dense
         bits += int(w) * FLOAT_BITS if width is None else int(w) * width + int(g) * int(kk) * FLOAT_BITS
     return float(cands.n_weights.sum() * FLOAT_BITS / bits)

@@ -60,6 +60,15 @@ def allowed_index_bits(formats) -> set[int] | None:
     return allowed
 
 
+def stored_index_bits(k: int, allowed) -> int | None:
+    """The index width a runtime running the widths ``allowed`` stores a K-entry codebook at: the smallest
+    that holds it (None: none does, the layer is stored dense)."""
+    from ..compression import index_bits
+
+    need = max(index_bits(int(k)), 1)
+    return min((b for b in allowed if b >= need), default=None)
+
+
 def output_name(target: float, fmt: ExportFormat) -> str:
     """The file of one export target in one format, under ``export/``."""
     return f"loss_{target}x{fmt.suffix}"

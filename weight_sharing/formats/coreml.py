@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..compression import index_bits
-from . import COREML_INDEX_BITS, ExportPoint, remove_output
+from . import COREML_INDEX_BITS, ExportPoint, remove_output, stored_index_bits
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ INLINE_WEIGHTS = 10  # coremltools stores a constant of fewer values inline in t
 def coreml_bits(k: int) -> int | None:
     """The index width Core ML stores a K-entry codebook at: the smallest of 1, 2, 3, 4, 6, 8 bits (None
     beyond 256 entries: the layer is stored dense)."""
-    need = max(index_bits(k), 1)
-    return next((bits for bits in COREML_INDEX_BITS if bits >= need), None)
+    return stored_index_bits(k, COREML_INDEX_BITS)
 
 
 def decode_lut(lut: np.ndarray, indices: np.ndarray) -> np.ndarray:
