@@ -1,4 +1,4 @@
-# The reference to beat: every layer the same K, on both splits.
+# The references to beat: every layer the same K, per tensor and per group of channels, on both splits.
 
 
 rule uniform:
@@ -23,6 +23,8 @@ rule uniform:
     params:
         model=model_cfg,
         k_values=wsgrid.uniform_k_values(config["sweep"], config["uniform"]),
+        group=config["sharing"]["group"],
+        max_bins=config["sweep"]["max_bins"],
         selection=config["select"]["split"],
         correct=config["correct"],
         evaluation=EVALUATION,

@@ -19,7 +19,8 @@ def rows(seed, n=40):
         out.append({"k": [int(rng.integers(2, 64))], "cr": float(rng.uniform(2, 30)), "calib_broken": broken,
                     "calib_fixed": fixed, "calib_accuracy": acc, "calib_al": BASELINE["calib_accuracy"] - acc,
                     "test_accuracy": float(rng.uniform(0.85, 0.93)), "test_broken": int(rng.integers(0, 30)),
-                    "test_fixed": int(rng.integers(0, 10)), "test_within_bound": bool(rng.integers(0, 2))})
+                    "test_fixed": int(rng.integers(0, 10)), "test_within_bound": bool(rng.integers(0, 2)),
+                    "granularity": ("tensor", "channel")[len(out) % 2]})  # read by uniform choices only
     return out
 
 
@@ -173,7 +174,28 @@ def test_fronts_star_marks_the_chosen_point_not_another_with_the_same_k(tmp_path
             {"point": 1, "k": [2, 2], "groups": [1, 6], "cr": 9.0, "calib_al": 0.001, "test_al": 0.002,
              "on_front": True}]
     predicted = pa.Table.from_pylist([{"cr": r["cr"], "predicted_al": r["calib_al"]} for r in rows])
-    uniform = pa.Table.from_pylist([{"cr": 4.0, "test_al": 0.001}])
+    uniform = pa.Table.from_pylist([{"granularity": "tensor", "cr": 4.0, "test_al": 0.001},
+                                    {"granularity": "channel", "cr": 5.0, "test_al": 0.002}])
     report.plot_fronts(predicted, pa.Table.from_pylist(rows), uniform, {"test_accuracy": 0.97}, 0.99,
                        tmp_path / "fronts.png", "t", chosen=1)
     assert stars == [([9.0], [pytest.approx(0.2)])]
+
+
+def test_uniform_choices_per_granularity_and_the_better():
+    """Each uniform reference is chosen among its own rows; the gain's reference is the better of the two,
+    whichever granularity it is (indices into the whole table)."""
+    base = {"calib_images": 500, "calib_accuracy": 0.98, "test_accuracy": 0.98}
+
+    def row(granularity, cr, broken):
+        return {"granularity": granularity, "k": 2, "cr": cr, "calib_broken": broken, "calib_fixed": 0,
+                "calib_accuracy": 0.98 - broken / 500, "test_accuracy": 0.97}
+
+    # 1% of 0.98 allows 4.9 images: 2 broken pass, 20 do not (confidence 0.5: the measured loss)
+    for uniform, want in (([row("tensor", 8.0, 2), row("tensor", 16.0, 20), row("channel", 12.0, 2)],
+                           {"uniform_tensor": 0, "uniform_channel": 2, "uniform": 2}),
+                          ([row("channel", 30.0, 20), row("channel", 6.0, 2), row("tensor", 9.0, 2)],
+                           {"uniform_tensor": 2, "uniform_channel": 1, "uniform": 2}),
+                          ([row("channel", 30.0, 20), row("tensor", 9.0, 2)],
+                           {"uniform_tensor": 1, "uniform_channel": None, "uniform": 1})):
+        pick = choices([], uniform, base, 0.99, 0.5)
+        assert {k: pick[k] for k in want} == want

@@ -121,11 +121,70 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
 
 
 def test_uniform_256_loses_almost_nothing(tiny_run):
-    rows = {r["k"]: r for r in read(tiny_run, "uniform.parquet")}
+    rows = {r["k"]: r for r in read(tiny_run, "uniform.parquet") if r["granularity"] == "tensor"}
     assert set(rows) == {2, 3, 4, 8, 16, 64, 256}
     assert abs(rows[256]["test_al"]) <= 0.01
     assert rows[2]["cr"] > rows[256]["cr"]
     assert rows[2]["calib_kl"] > rows[256]["calib_kl"]
+
+
+def test_uniform_per_channel_reference(tiny_run):
+    """The fair reference: the same K in every layer with one codebook per output channel (sharing.group 1),
+    its codebooks the sweep's where the sweep has them, else per-channel k-means; its CR counts every
+    channel's codebook; the summary's gain is against the better reference, named."""
+    from weight_sharing.data import load_split
+    from weight_sharing.evaluate import Evaluator
+    from weight_sharing.kmeans import kmeans_grid
+    from weight_sharing.models import LeNet5
+    from weight_sharing.tables import codebook_from_row
+
+    net = tiny_run / "results/tiny"
+    rows = read(tiny_run, "uniform.parquet")
+    assert {r["granularity"] for r in rows} == {"tensor", "channel"}
+    channel = {r["k"]: r for r in rows if r["granularity"] == "channel"}
+    assert set(channel) == {2, 3, 4, 8, 16, 64, 256}
+    for k, r in channel.items():
+        assert r["groups"] == CHANNELS and r["group"] == 1
+        bits = sum(w * math.ceil(math.log2(min(k, w))) + c * min(k, w) * 32
+                   for w, c in zip(WEIGHTS, CHANNELS))
+        assert r["cr"] == pytest.approx(32 * sum(WEIGHTS) / bits, rel=1e-12)
+    # K = 4: fc1's per-channel codebooks are swept (its row is reused), conv1's are not (computed here);
+    # measured again from those codebooks, the calibration accuracy is the table's
+    model = LeNet5()
+    model.load_state_dict(torch.load(net / "demo/checkpoint.pt", weights_only=True))
+    books = {}
+    for layer in LAYERS:
+        swept = [s for s in read(tiny_run, f"sweep/{layer}.parquet") if s["groups"] > 1 and s["k"] == 4]
+        if layer == "fc1":
+            assert swept, "fc1 has per-channel sweep rows at K = 4"
+        if layer == "conv1":
+            assert not swept
+        if swept:
+            books[layer] = codebook_from_row(swept[0])
+        else:
+            w = getattr(model, layer).weight.detach().numpy()
+            books[layer] = [kmeans_grid(w[c].ravel(), [4])[4] for c in range(w.shape[0])]
+    ev = Evaluator(model, load_split(str(net / "demo/data.npz"), "calib"), batch_size=500, layers=LAYERS)
+    with torch.no_grad():
+        for layer, b in books.items():
+            w = ev.layers[layer].weight
+            if isinstance(b, list):  # per channel, by hand
+                for c, cb in enumerate(b):
+                    flat = w[c].detach().numpy().ravel()
+                    w[c].copy_(torch.as_tensor(cb.centroids[np.searchsorted(cb.thresholds, flat, side="right")])
+                               .view_as(w[c]))
+            else:
+                ev.apply({layer: b})
+    assert ev.accuracy() == pytest.approx(channel[4]["calib_accuracy"], abs=1e-12)
+    # the summary's gain: against the better of the two references
+    summary = json.loads((net / "report/summary.json").read_text())
+    better = max(("tensor", "channel"), key=lambda g: summary[f"uniform_{g}_cr"] or 0)
+    assert summary["uniform_best_granularity"] == better
+    assert summary["uniform_best_cr"] == summary[f"uniform_{better}_cr"]
+    if summary["best_cr"] and summary["uniform_best_cr"]:
+        line = next(line for line in (tiny_run / "results/summary.md").read_text().splitlines()
+                    if line.startswith("| tiny |"))
+        assert f"| {summary['best_cr'] / summary['uniform_best_cr']:.2f}x (per {better}) |" in line
 
 
 def test_export_reloads_to_the_validated_model(tiny_run):

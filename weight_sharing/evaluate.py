@@ -337,12 +337,12 @@ def splits_for(selection: str) -> tuple[str, ...]:
 
 
 def measure_splits(spec: EvaluationSpec, layers: list[str], books: list[dict], baseline: dict, what: str,
-                   splits=("calib", "test")) -> list[dict]:
+                   splits=("calib", "test"), model: nn.Module | None = None) -> list[dict]:
     """The measurement columns of every combination on each split in turn (one split on the device
-    at a time; the model is built once). The unlabelled ``select`` split gives ``select_kl``,
-    ``select_changed`` and ``select_images``."""
+    at a time; the model is built once, or ``model`` is the one ``spec.model`` builds). The unlabelled
+    ``select`` split gives ``select_kl``, ``select_changed`` and ``select_images``."""
     rows = [{} for _ in books]
-    model = build_model(spec.model)
+    model = build_model(spec.model) if model is None else model
     for split in splits:
         ev = spec.evaluator(split, layers, model=model)
         for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from .bound import allowed_loss, best_within, choose, meets_bound, split_difference_z  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .job import STAGES  # noqa: E402
-from .tables import read_sweeps  # noqa: E402
+from .tables import UNIFORM_GRANULARITIES, read_sweeps  # noqa: E402
 
 # per export format, the columns of the first target's file the summary shows
 FORMAT_COLUMNS = ("file", "file_bytes", "bits_per_weight", "cr_float32", "cr_float16", "cr_at_format_widths",
@@ -58,9 +58,9 @@ def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
 
 def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, path, title: str,
                 chosen=None, chosen_on: str = "calibration") -> None:
-    """Predicted vs validated fronts, the uniform-K reference, the accuracy bound, and the point chosen on
-    ``chosen_on`` (``chosen``: its ``point`` number in the validated table; a K vector alone is ambiguous,
-    two points may differ only in their codebook counts) at its test loss."""
+    """Predicted vs validated fronts, the uniform-K references (per tensor, per channel group), the accuracy
+    bound, and the point chosen on ``chosen_on`` (``chosen``: its ``point`` number in the validated table;
+    a K vector alone is ambiguous, two points may differ only in their codebook counts) at its test loss."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(predicted.column("cr").to_numpy(), 100 * predicted.column("predicted_al").to_numpy(),
                s=10, marker="x", color="grey", label="predicted (surrogate)")
@@ -72,9 +72,14 @@ def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, pat
     ax.scatter(cr[~on], tal[~on], s=10, color="tab:blue", alpha=0.3)
     order = np.argsort(cr[on])
     ax.plot(cr[on][order], tal[on][order], "o-", ms=4, color="tab:blue", label="validated front, test")
-    ucr, ual = uniform.column("cr").to_numpy(), 100 * uniform.column("test_al").to_numpy()
-    uorder = np.argsort(ucr, kind="stable")
-    ax.plot(ucr[uorder], ual[uorder], "s--", ms=4, color="tab:red", lw=0.8, label="uniform K, test")
+    granularity = uniform.column("granularity").to_pylist()
+    for name, marker, color in (("tensor", "s--", "tab:red"), ("channel", "^--", "tab:purple")):
+        sel = np.array([g == name for g in granularity], dtype=bool)
+        ucr, ual = uniform.column("cr").to_numpy()[sel], 100 * uniform.column("test_al").to_numpy()[sel]
+        if len(ucr):
+            uorder = np.argsort(ucr, kind="stable")
+            ax.plot(ucr[uorder], ual[uorder], marker, ms=4, color=color, lw=0.8,
+                    label=f"uniform K per {name}, test")
     ax.axhline(100 * allowed_loss(baseline["test_accuracy"], bound), color="k", lw=0.8, ls=":",
                label=f"bound ({bound:.0%} of baseline)")
     ids = v.column("point").to_pylist()
@@ -106,10 +111,15 @@ def choices(validated: list[dict], uniform: list[dict], baseline: dict, bound: f
     """Every point the report names, chosen by ``selection`` (the calibration or the unlabelled selection
     split; and the test-selected oracle, labelled)."""
     out = {"best": choose(validated, baseline, bound, confidence, selection),
+           # the better of the uniform references (the highest selectable CR of either granularity)
            "uniform": choose(uniform, baseline, bound, confidence, selection),
            "oracle": best_within([v["cr"] for v in validated],
                                  meets_bound([v["test_accuracy"] for v in validated], baseline["test_accuracy"],
                                              bound))}
+    for granularity in UNIFORM_GRANULARITIES:
+        rows = [i for i, r in enumerate(uniform) if r["granularity"] == granularity]
+        pick = choose([uniform[i] for i in rows], baseline, bound, confidence, selection)
+        out[f"uniform_{granularity}"] = None if pick is None else rows[pick]
     for level in (0.99, 0.98):
         out[f"best_{round(level * 100)}"] = choose(validated, baseline, level, confidence, selection)
         out[f"uniform_{round(level * 100)}"] = choose(uniform, baseline, level, confidence, selection)
@@ -156,6 +166,7 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         "cr_min_in_bound": min((x["cr"] for x in ok), default=None),
         "cr_max_in_bound": max((x["cr"] for x in ok), default=None),
         "uniform_best_cr": ubest, "uniform_best_k": at(u, pick["uniform"], "k"),
+        "uniform_best_granularity": at(u, pick["uniform"], "granularity"),
         "uniform_best_cr_test_al": at(u, pick["uniform"], "test_al"),
         "uniform_best_cr_test_meets_bound": (None if pick["uniform"] is None else bool(
             meets_bound(u[pick["uniform"]]["test_accuracy"], base, bound))),
@@ -166,6 +177,11 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
         "surrogate_r2": surrogate["r2_heldout"], "surrogate_rmse": surrogate["rmse_heldout"],
         "surrogate_spearman": surrogate.get("spearman_heldout"),
     }
+    for granularity in UNIFORM_GRANULARITIES:
+        i = pick[f"uniform_{granularity}"]
+        row[f"uniform_{granularity}_cr"], row[f"uniform_{granularity}_k"] = at(u, i, "cr"), at(u, i, "k")
+        row[f"uniform_{granularity}_test_meets_bound"] = (None if i is None else bool(
+            meets_bound(u[i]["test_accuracy"], base, bound)))
     for level in (99, 98):
         row[f"best_cr_{level}"] = at(v, pick[f"best_{level}"], "cr")
         row[f"best_cr_{level}_test_al"] = at(v, pick[f"best_{level}"], "test_al")

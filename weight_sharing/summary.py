@@ -33,7 +33,8 @@ def _draw_flag(z) -> str:
 def summary_markdown(rows: list[dict]) -> str:
     head = ("| network | category | bound | layers | weights [MB] | baseline top-1 calib / test [%] "
             "| best CR in bound "
-            "| its AL calib / test [pp] | CR range in bound | uniform best CR (K) | gain | CR @99% / @98% "
+            "| its AL calib / test [pp] | CR range in bound | uniform CR per tensor / per channel (K) "
+            "| gain over the better uniform | CR @99% / @98% "
             "| uniform CR @99% / @98% | oracle CR, selected on test | front points | surrogate R² (RMSE pp) "
             "| time [s] |")
     lines = ["# Weight-sharing exploration summary", "",
@@ -42,7 +43,9 @@ def summary_markdown(rows: list[dict]) -> str:
              "images), or, where the row says 'unlabelled', whose fraction of changed predictions on the unlabelled "
              "selection images does (top-1 can fall by at most that fraction). Its test loss is then reported as "
              "measured, flagged when the test accuracy falls below the "
-             "bound. Uniform: every layer the same K, chosen the same way. Gain: best CR / uniform best CR. Oracle: "
+             "bound. Uniform: every layer the same K, one codebook per tensor or one per group of output channels "
+             "(sharing.group), with the same corrections, each chosen the same way. Gain: best CR / the better "
+             "uniform CR (named). Oracle: "
              "the highest CR whose *test* accuracy meets the bound, an optimistic figure selected on test, for "
              "comparison only. Baseline top-1 on both splits: more than "
              f"{SPLIT_Z_WARNING:g} standard errors apart (flagged), the calibration draw is unlike the test "
@@ -52,8 +55,11 @@ def summary_markdown(rows: list[dict]) -> str:
     for r in rows:
         rng = (f"{r['cr_min_in_bound']:.2f}–{r['cr_max_in_bound']:.2f}"
                if r["cr_min_in_bound"] is not None else "—")
-        ub = (f"{r['uniform_best_cr']:.2f} (K={r['uniform_best_k']}){_flag(r['uniform_best_cr_test_meets_bound'])}"
-              if r["uniform_best_cr"] else "—")
+        ub = " / ".join(f"{r[f'uniform_{g}_cr']:.2f} (K={r[f'uniform_{g}_k']})"
+                        f"{_flag(r[f'uniform_{g}_test_meets_bound'])}" if r[f"uniform_{g}_cr"] else "—"
+                        for g in ("tensor", "channel"))
+        gain = (f"{_fmt(r['gain_over_uniform'])}x (per {r['uniform_best_granularity']})"
+                if r["gain_over_uniform"] else "—")
         al = (f"{_fmt(r['best_cr_calib_al'], pct=True)} / {_fmt(r['best_cr_test_al'], pct=True)}"
               f"{_flag(r['best_cr_test_meets_bound'])}")
         lines.append(
@@ -62,7 +68,7 @@ def summary_markdown(rows: list[dict]) -> str:
             f"| {r['weight_mb']:.3f} | {_fmt(r['top1_calib'], pct=True)} / {_fmt(r['top1_test'], pct=True)}"
             f"{_draw_flag(r.get('baseline_split_z'))} "
             f"| {_fmt(r['best_cr'])} | {al} "
-            f"| {rng} | {ub} | {_fmt(r['gain_over_uniform'])}x "
+            f"| {rng} | {ub} | {gain} "
             f"| {_fmt(r['best_cr_99'])} / {_fmt(r['best_cr_98'])} "
             f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {_fmt(r['oracle_cr_selected_on_test'])} "
             f"| {r['front_points']} | {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) "

@@ -58,8 +58,15 @@ VALIDATED_SCHEMA = pa.schema([
     ("test_within_bound", pa.bool_()),
 ])
 
-# uniform.parquet: every layer the same K
-UNIFORM_SCHEMA = pa.schema([("k", pa.int64()), ("cr", pa.float64()), *SPLIT_COLUMNS, *SELECT_COLUMNS])
+# uniform.parquet's granularity column: the reference's name -> whether it keeps a codebook per group of
+# output channels (the uniform stage measures both; the report names the better)
+UNIFORM_GRANULARITIES = {"tensor": False, "channel": True}
+
+# uniform.parquet: every layer the same K, one codebook per tensor or one per group of ``group`` output
+# channels (``granularity``, above); ``groups``: each layer's codebook count
+UNIFORM_SCHEMA = pa.schema([("granularity", pa.string()), ("k", pa.int64()), ("group", pa.int64()),
+                            ("groups", pa.list_(pa.int64())), ("cr", pa.float64()), *SPLIT_COLUMNS,
+                            *SELECT_COLUMNS])
 
 
 def codebook_from_row(row: dict) -> Codebook:
