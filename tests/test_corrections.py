@@ -236,8 +236,8 @@ def test_grouped_and_bias_corrected_export_roundtrip(tmp_path):
     tensors = load_file(str(path))
     for name, m in layers:
         assert tensors[name + ".weight.indices"].nbytes == -(-m.weight.numel() * (2 if books[name].k == 4 else 4) // 8)
-        assert tensors[name + ".weight.codebook"].shape[0] == (books[name].groups if books[name].group else
-                                                               tensors[name + ".weight.codebook"].shape[0])
+        want = (books[name].groups, books[name].size) if books[name].group else (books[name].size,)
+        assert tensors[name + ".weight.codebook"].shape == want, name
 
 
 def test_shared_weight_depthwise_matches_conv():

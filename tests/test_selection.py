@@ -52,11 +52,15 @@ def test_confidence_half_is_the_plain_bound():
     assert selectable(np.array([0]), np.array([0]), 500, 0.9, 0.99, 0.99)[0]
 
 
-def test_loss_upper_bound_matches_the_paired_standard_error():
-    # 12 broken and 4 fixed of 400: mean 0.02, per-image variance (16/400 - 0.02^2) x 400/399
-    ub = loss_upper_bound(12, 4, 400, 0.8413447460685429)  # z = 1
-    var = (16 / 400 - 0.02 ** 2) * 400 / 399
-    assert ub == pytest.approx(0.02 + np.sqrt(var / 400))
+def test_loss_upper_bound_is_the_paired_normal_bound_of_the_per_image_differences():
+    """From the images themselves: per image +1 (broken), -1 (fixed) or 0; their mean plus z x their standard
+    error (sample standard deviation over sqrt n), z the normal quantile of the confidence (scipy's)."""
+    from scipy.stats import norm
+
+    for broken, fixed, n, confidence in ((12, 4, 400, 0.9), (3, 0, 500, 0.95), (0, 0, 200, 0.9), (40, 39, 1000, 0.75)):
+        d = np.array([1.0] * broken + [-1.0] * fixed + [0.0] * (n - broken - fixed))
+        want = d.mean() + norm.ppf(confidence) * d.std(ddof=1) / np.sqrt(n)
+        assert loss_upper_bound(broken, fixed, n, confidence) == pytest.approx(want, rel=1e-12, abs=1e-15)
     with pytest.raises(ValueError, match="select.confidence: 1.2"):
         loss_upper_bound(1, 0, 10, 1.2)
 

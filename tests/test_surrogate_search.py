@@ -8,6 +8,7 @@ from weight_sharing.sample import draw_combinations, shard_bounds
 from weight_sharing.search_methods import run_nsga2
 from weight_sharing.surrogate_model import design_matrix, fit_surrogate, predict
 from weight_sharing.tables import CandidateSet
+from workflow_utils import cr_by_hand
 
 
 def test_surrogate_recovers_known_linear_model():
@@ -115,7 +116,7 @@ def test_nsga2_returns_non_dominated_exact_points():
     assert len(front) >= 5
     assert pareto_mask(cr, al).all()
     ks = np.array(front.column("k").to_pylist())
-    assert np.allclose(cr, compression_rates(cands.n_weights, ks))
+    assert np.allclose(cr, [cr_by_hand(cands.n_weights, row) for row in ks])
     assert np.allclose(al, predict(surrogate, np.stack([cands.gather(cands.al, c) for c in choice])))
     # exhaustive check: no point of the whole space dominates a returned point
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in cands.sizes], indexing="ij"), -1).reshape(-1, 4)
@@ -210,7 +211,7 @@ def test_exact_search_front_dominates_nsga2():
         better = ecr >= cr - 1e-12
         assert eal[better].min() <= al + 1e-12  # the exact front is at least as good at every CR
     ks = np.array(exact.column("k").to_pylist())
-    assert np.allclose(exact.column("cr").to_numpy(), compression_rates(cands.n_weights, ks))
+    assert np.allclose(exact.column("cr").to_numpy(), [cr_by_hand(cands.n_weights, row) for row in ks])
     thinned = run_exact(cands, surrogate, max_points=5)
     assert len(thinned) <= 7 and thinned.column("cr").to_numpy().max() == pytest.approx(ecr.max())
 

@@ -9,8 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from weight_sharing.compression import compression_rate
-from workflow_utils import TINY, snakemake, write_config
+from workflow_utils import TINY, cr_by_hand, snakemake, write_config
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
 WEIGHTS = [150, 2400, 48000, 10080, 840]
@@ -89,7 +88,7 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     cands = CandidateSet(pq.read_table(tiny_run / "results/tiny/candidates.parquet"), read(tiny_run, "layers.parquet"))
     for s in samples:
         assert cands.gather(cands.k, s["choice"]).tolist() == s["k"]
-        assert s["cr"] == pytest.approx(compression_rate(WEIGHTS, s["k"], cands.gather(cands.groups, s["choice"])))
+        assert s["cr"] == pytest.approx(cr_by_hand(WEIGHTS, s["k"], cands.gather(cands.groups, s["choice"])))
     validated = read(tiny_run, "front_validated.parquet")
     refined = read(tiny_run, "front_refined.parquet")
     assert [v["k"] for v in validated] == [p["k"] for p in refined] and validated
@@ -100,7 +99,7 @@ def test_samples_front_and_surrogate_consistent(tiny_run):
     assert sum(r["measured"] for r in rounds) == len(refined)
     assert any(g > 1 for v in validated for g in v["groups"])  # the search used per-channel codebooks
     for v in validated:
-        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"], v["groups"]))
+        assert v["cr"] == pytest.approx(cr_by_hand(WEIGHTS, v["k"], v["groups"]))
         # on_front: exactly the points no other validated point dominates on the test split
         assert v["on_front"] == (not dominated(v, validated))
     surrogate = json.loads((tiny_run / "results/tiny/surrogate.json").read_text())
@@ -346,7 +345,7 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     assert cands.groups.max() > 1
     validated = {tuple(v["choice"]): v for v in read(tmp_path, "front_validated.parquet")}
     for v in validated.values():
-        assert v["cr"] == pytest.approx(compression_rate(WEIGHTS, v["k"], v["groups"]))
+        assert v["cr"] == pytest.approx(cr_by_hand(WEIGHTS, v["k"], v["groups"]))
     onnx_rows = [r for r in read(tmp_path, "export.parquet") if r["format"] == "onnx"]
     assert len(onnx_rows) == 2 and all(r["predictions_differing"] == 0 for r in onnx_rows)
     for r in read(tmp_path, "export.parquet"):

@@ -1,4 +1,5 @@
 """Helpers to run the Snakemake workflow on tiny configs from the tests."""
+import math
 import os
 import subprocess
 import sys
@@ -71,3 +72,11 @@ def result_tables(workdir: Path, net: str = "tiny") -> dict[str, object]:
     for name in ("baseline.json", "surrogate.json"):
         out[name] = json.loads((root / name).read_text())
     return out
+
+
+def cr_by_hand(weights, ks, groups=None) -> float:
+    """The CR formula written out here, not taken from the library under test: 32-bit weights over
+    ceil(log2 K)-bit indices plus each layer's codebooks of K 32-bit values."""
+    groups = groups if groups is not None else [1] * len(ks)
+    shared = sum(w * (math.ceil(math.log2(k)) if k > 1 else 0) + g * k * 32 for w, k, g in zip(weights, ks, groups))
+    return 32 * sum(weights) / shared
