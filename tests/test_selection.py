@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from weight_sharing.bound import allowed_loss, changed_upper_bound, choose, loss_upper_bound, selectable
+from weight_sharing.bound import changed_upper_bound, choose, loss_upper_bound, selectable
 from weight_sharing.export import choose_point
 from weight_sharing.report import choices
 
@@ -104,8 +104,8 @@ def test_unlabelled_selection_depends_on_no_label(confidence):
         calib_changed += choices(v2, u2, BASELINE, 0.99, confidence)["best"] != choices(v, u, BASELINE, 0.99,
                                                                                         confidence)["best"]
     assert calib_changed  # the scrambled labels do move the calibration rule's choice
-    # the chosen point: the highest CR among those changing few enough predictions
-    allowed = allowed_loss(BASELINE["calib_accuracy"], 0.99)
+    # the chosen point: the highest CR among those changing few enough predictions (at most 1 - bound)
+    allowed = 1 - 0.99
     if confidence == 0.5:
         ok = [i for i, r in enumerate(v) if r["select_changed"] <= allowed + 1e-12]
         assert picked["best"] == max(ok, key=lambda i: v[i]["cr"])
@@ -203,3 +203,26 @@ def test_uniform_choices_per_granularity_and_the_better():
                            {"uniform_tensor": 1, "uniform_channel": None, "uniform": 1})):
         pick = choices([], uniform, base, 0.99, 0.5)
         assert {k: pick[k] for k in want} == want
+
+
+def test_unlabelled_rule_uses_no_label_not_even_the_baseline_accuracy():
+    """select.split: unlabelled: a point passes when at least ``bound`` of its selection predictions agree with
+    the baseline's (exact binomial bound); neither the calibration labels nor the baseline's accuracy move a
+    choice, and a target no point meets exports the point changing the fewest selection predictions."""
+    v, u = with_selection(rows(0), 1), with_selection(rows(1, n=8), 2)
+    picked = choices(v, u, BASELINE, 0.99, 0.5, "unlabelled")
+    for calib_accuracy in (0.5, 0.75, 0.999):
+        other = {**BASELINE, "calib_accuracy": calib_accuracy}
+        again = choices(v, u, other, 0.99, 0.5, "unlabelled")
+        assert {k: again[k] for k in again if k != "oracle"} == {k: picked[k] for k in picked if k != "oracle"}
+    ok = [i for i, r in enumerate(v) if r["select_changed"] <= 0.01 + 1e-12]  # 1 - bound, measured (0.5)
+    assert picked["best"] == max(ok, key=lambda i: v[i]["cr"])
+    # nothing meets a bound no selection draw can: the fallback is the fewest changed, whatever calib_al says
+    # calib_al ranks the points the other way; every point breaks an image, so none meets 0.99999 on calibration
+    strict = [{**r, "calib_al": -r["select_changed"], "calib_broken": r["calib_broken"] + 1, "calib_fixed": 0}
+              for r in v]
+    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, 0.9, "unlabelled")
+    assert not met
+    assert point["select_changed"] == min(r["select_changed"] for r in v)
+    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, 0.9, "calib")
+    assert not met and point["calib_al"] == min(r["calib_al"] for r in strict)

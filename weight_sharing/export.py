@@ -30,17 +30,23 @@ log = logging.getLogger(__name__)
 PACKED_ONLY = ("index_bytes", "codebook_bytes", "packed_shared_bytes", "cr_on_disk", "huffman_shared_bytes",
                "cr_huffman")
 
+# select.split -> the column whose lowest value marks the point exported when none meets a target
+FALLBACK_ORDER = {"calib": "calib_al", "unlabelled": "select_changed"}
+
 
 def choose_point(validated: list[dict], baseline: dict, bound: float, target: float,
                  confidence: float, selection: str = "calib") -> tuple[dict, bool]:
     """Target t: the highest-CR point whose loss, at ``confidence``, is at most t x the bound's allowed
     loss ((1 - bound) x baseline), judged by ``selection`` (the labelled calibration split, or the changed
-    predictions on the unlabelled selection split); if none is, the lowest calibration-loss point, flagged
-    (False). The test split is measured and reported, never used to choose."""
+    predictions on the unlabelled selection split); if none is, the point closest to the baseline by the
+    same rule (the lowest calibration loss, or the fewest changed selection predictions), flagged (False).
+    The test split is measured and reported, never used to choose."""
     best = choose(validated, baseline, loosened(bound, target), confidence, selection)
     if best is not None:
         return validated[best], True
-    return min(validated, key=lambda v: (v["calib_al"], -v["cr"])), False
+    closest = FALLBACK_ORDER[selection]
+    return min(validated, key=lambda v: (v[closest], -v["cr"])), False
+
 
 
 def size_columns(row: dict, shared_weights: int, checkpoint_bytes: int | None) -> dict:
@@ -99,8 +105,9 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, b
     for target in targets:
         point, met = choose_point(points, base, bound, target, confidence, selection)
         if not met:
-            log.warning("export target %.2fx: no validated point within the allowed calibration loss; exporting "
-                        "the lowest-loss point (calibration AL %.4f)", target, point["calib_al"])
+            log.warning("export target %.2fx: no validated point meets it on the %s split; exporting the closest "
+                        "(lowest %s: %.4f)", target, selection, FALLBACK_ORDER[selection],
+                        point[FALLBACK_ORDER[selection]])
         choice = cands.check_choice(point["choice"])
         books = cands.codebooks_of(choice)
         meta = {"k": point["k"], "groups": point["groups"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
