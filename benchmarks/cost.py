@@ -5,7 +5,9 @@ images pushed through the network does not. For every network under each results
 folder, counts the evaluations each evaluating stage made (sweep: one per swept K, two where the
 refit centroid values were measured too (``refit_kl``, ``correct.centroids``);
 sample: one per combination; refine: one per front point measured; validate and
-uniform: one per point on each split) and the images they took, and prints them with
+uniform: one per point on each split) and the images they measured, and, from the jobs'
+logs (``job.IMAGE_FORWARDS_LOG``, written since the jobs count them), every image pushed through the
+network, the BatchNorm re-estimation passes and the references included; it prints them with
 the stage's summed job wall time (Snakemake benchmark files).
 
     python benchmarks/cost.py results_benchmark results_previous ...
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from weight_sharing.job import STAGES
+from weight_sharing.job import IMAGE_FORWARDS_LOG, STAGES
 from weight_sharing.report import benchmark_seconds, stage_of
 
 
@@ -44,12 +46,24 @@ def evaluations(net: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def logged_forwards(net: Path) -> dict[str, int]:
+    """Stage -> image-forwards summed over its jobs' logs (stages whose logs predate the count: absent)."""
+    out: dict[str, int] = {}
+    for stage in STAGES:
+        logs = [net / "logs" / f"{stage}.log", *(net / "logs" / stage).glob("*.log")]
+        counts = [int(line.rsplit(" ", 1)[1]) for f in logs if f.exists()
+                  for line in f.read_text().splitlines() if IMAGE_FORWARDS_LOG in line]
+        if counts:
+            out[stage] = sum(counts)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
-    print("| run | network | stage | evaluations | images | job wall time [s] |")
-    print("|---|---|---|---|---|---|")
+    print("| run | network | stage | evaluations | images measured | image-forwards (logged) | job wall time [s] |")
+    print("|---|---|---|---|---|---|---|")
     for results in args.results:
         for net in sorted(p.parent for p in Path(results).glob("*/baseline.json")):
             seconds = dict.fromkeys(STAGES, 0.0)
@@ -57,13 +71,15 @@ def main():
                 stage = stage_of(str(f))
                 if stage in seconds:
                     seconds[stage] += benchmark_seconds([str(f)])
-            counts = evaluations(net)
+            counts, forwards = evaluations(net), logged_forwards(net)
             total_images = sum(images for _, images in counts.values())
             for stage in STAGES:
                 evals, images = counts.get(stage, (0, 0))
-                print(f"| {Path(results).name} | {net.name} | {stage} | {evals:,} | {images:,} "
+                logged = f"{forwards[stage]:,}" if stage in forwards else "—"
+                print(f"| {Path(results).name} | {net.name} | {stage} | {evals:,} | {images:,} | {logged} "
                       f"| {seconds[stage]:.1f} |")
-            print(f"| {Path(results).name} | {net.name} | **total** | | **{total_images:,}** "
+            total_logged = f"**{sum(forwards.values()):,}**" if forwards else "—"
+            print(f"| {Path(results).name} | {net.name} | **total** | | **{total_images:,}** | {total_logged} "
                   f"| **{sum(seconds.values()):.1f}** |")
 
 

@@ -412,6 +412,67 @@ def test_batchnorm_reestimation_leaves_a_head_the_forward_never_calls_alone():
                   mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
     ev = Evaluator(model, calib, device="cpu", layers=["conv", "fc"], corrections=["bn"], calibration=calib)
     ev.apply({"conv": kmeans_grid(ev.originals["conv"].numpy().ravel(), [2])[2]})
+    tensors = ev.export_tensors()  # runs the pass the re-estimation waits for
     assert int(model.bn.num_batches_tracked) == 1  # re-estimated on the 20 images (one batch)
     assert torch.equal(model.aux_bn.running_mean, saved) and int(model.aux_bn.num_batches_tracked) == 100
-    assert torch.equal(torch.from_numpy(ev.export_tensors()["aux_bn.running_mean"]), saved)
+    assert torch.equal(torch.from_numpy(tensors["aux_bn.running_mean"]), saved)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8),
+                          nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).eval()
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+    return model
+
+
+def test_batchnorm_reestimation_in_the_measuring_pass_equals_a_separate_pass():
+    """On the calibration split in one batch, the re-estimation rides on the measurement: one pass instead
+    of two, with the same statistics and the same logits bit for bit as the statistics pass followed by an
+    eval pass (the path of the test split and of calibration in several batches)."""
+    from weight_sharing import evaluate
+
+    rng = np.random.default_rng(0)
+    calib = Split(x=rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8), y=rng.integers(0, 10, 64),
+                  mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
+    runs = {}
+    for fused in (True, False):
+        model = _bn_net()
+        # batch_size 64: the split is one batch (fused); the separate path gets a distinct calibration
+        # evaluator over the same images, as the test split's evaluator does
+        other = Split(x=calib.x, y=calib.y, mean=calib.mean, std=calib.std)
+        ev = Evaluator(model, calib, batch_size=64, device="cpu", layers=["0", "3", "7"], corrections=["bn"],
+                       calibration=calib if fused else other)
+        assert ev.corrections[0].defers_to_pass == fused
+        ev.reference()
+        books = {n: kmeans_grid(ev.originals[n].numpy().ravel(), [3])[3] for n in ("0", "3")}
+        before = evaluate.IMAGE_FORWARDS["images"]
+        with ev.applied(books):
+            m = ev.measure()
+            stats = {k: v.copy() for k, v in ev.export_tensors().items()}
+            logits = ev.model(torch.from_numpy((calib.x.astype(np.float32) - 127.5) / 63.75)).detach()
+        runs[fused] = (m, stats, logits, evaluate.IMAGE_FORWARDS["images"] - before)  # the logits call: not counted
+        # restored: the original statistics are back
+        assert torch.equal(model[1].running_mean, _bn_net()[1].running_mean)
+    (m1, s1, l1, n1), (m2, s2, l2, n2) = runs[True], runs[False]
+    assert n1 == 64 and n2 == 128  # one pass over the 64 images instead of two
+    assert m1 == m2
+    assert s1.keys() == s2.keys() and all(np.array_equal(s1[k], s2[k]) for k in s1)
+    assert not np.allclose(s1["1.running_mean"], _bn_net()[1].running_mean.numpy())  # re-estimated
+    assert torch.equal(l1, l2)
+
+
+def test_batchnorm_reestimation_in_several_batches_takes_a_separate_pass():
+    rng = np.random.default_rng(1)
+    calib = Split(x=rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8), y=rng.integers(0, 10, 40),
+                  mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
+    model = _bn_net()
+    ev = Evaluator(model, calib, batch_size=16, device="cpu", layers=["0", "3", "7"], corrections=["bn"],
+                   calibration=calib)
+    assert not ev.corrections[0].defers_to_pass  # 40 images in 3 batches
+    ev.apply({"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [2])[2]})
+    assert int(model[1].num_batches_tracked) == 3  # taken over the three batches before any measurement
+

@@ -23,6 +23,7 @@ The centroid refit changes the codebooks themselves and runs in the sweep only.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Mapping
@@ -286,12 +287,18 @@ class Correction:
 
     key: ClassVar[str]
     statistics: ClassVar[tuple[str, ...]] = ()
+    # True when ``apply`` may leave its work to the evaluator's next pass (``during_pass``)
+    defers_to_pass: bool = False
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         pass
 
     def apply(self, evaluator, names) -> None:
         pass
+
+    def during_pass(self, evaluator) -> contextlib.AbstractContextManager:
+        """A context the evaluator's next pass over its split runs in (nothing, unless ``apply`` deferred)."""
+        return contextlib.nullcontext()
 
     def restore(self, evaluator, names) -> None:
         pass
@@ -345,8 +352,16 @@ BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 class BatchNormReestimation(Correction):
     """``correct.bn``: after codebooks are applied, the running statistics of every BatchNorm layer are
-    re-estimated on the calibration images: one pass in training mode with a cumulative average
-    (momentum None)."""
+    re-estimated on the calibration images, in one pass of the evaluated (eval-mode) network: just before
+    each BatchNorm normalises a batch, its statistics take that batch's (a cumulative average over the
+    batches, as momentum None gives), so each layer's statistics are those of the activations the shared
+    network, with the re-estimated layers before it, produces.
+
+    When the evaluated split is the calibration split and fits in one batch, that pass is the
+    measurement itself (``defers_to_pass``): every BatchNorm normalises the batch with the statistics it
+    has just taken from it, which is what a second pass with the final statistics computes, bit for bit;
+    so each calibration measurement costs one pass, not two. Otherwise (the test split, or calibration
+    in several batches) the statistics pass runs first over the calibration images."""
 
     key = "bn"
 
@@ -357,40 +372,68 @@ class BatchNormReestimation(Correction):
         self.source = inputs.calibration() if self.batchnorms else None
         self.own_source = self.source is not evaluator
         self.saved = self._state()
+        # hooks on modules of a compiled forward are not guaranteed to run: keep the separate pass there
+        compiled = evaluator.forward is not evaluator.model
+        self.defers_to_pass = bool(self.batchnorms) and not self.own_source and not compiled and (
+            evaluator.n <= evaluator.batch_size)
+        self.pending = False
 
     def _state(self) -> list[tuple[torch.Tensor, ...]]:
         return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
                 for m in self.batchnorms]
 
+    @staticmethod
+    def _take_statistics(module, args) -> None:
+        """Forward pre-hook: fold this batch's statistics into the module's (cumulative average)."""
+        module.num_batches_tracked.add_(1)
+        F.batch_norm(args[0], module.running_mean, module.running_var, None, None, True,
+                     1.0 / float(module.num_batches_tracked), module.eps)
+
+    @contextlib.contextmanager
+    def _reestimating(self):
+        """Every BatchNorm takes the statistics of what reaches it during the passes run in this context."""
+        with torch.no_grad():
+            for m in self.batchnorms:
+                m.reset_running_stats()
+        hooks = [m.register_forward_pre_hook(self._take_statistics) for m in self.batchnorms]
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+            with torch.no_grad():  # a BatchNorm the forward never calls (a training-only head) keeps its own
+                for m, (mean, var, count) in zip(self.batchnorms, self.saved):
+                    if int(m.num_batches_tracked) == 0:
+                        m.running_mean.copy_(mean)
+                        m.running_var.copy_(var)
+                        m.num_batches_tracked.copy_(count)
+
     def apply(self, evaluator, names) -> None:
         if not self.batchnorms or not names:
             return
-        momenta = [m.momentum for m in self.batchnorms]
-        for m in self.batchnorms:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        try:
+        if self.defers_to_pass:
+            self.pending = True  # the next pass over the calibration batch re-estimates and measures
+            return
+        with self._reestimating():
             self.source.predictions()
-        finally:
-            for m, momentum in zip(self.batchnorms, momenta):
-                m.momentum = momentum
-                m.eval()
-        with torch.no_grad():  # a BatchNorm the forward never calls (a training-only head) keeps its statistics
-            for m, (mean, var, count) in zip(self.batchnorms, self.saved):
-                if int(m.num_batches_tracked) == 0:
-                    m.running_mean.copy_(mean)
-                    m.running_var.copy_(var)
-                    m.num_batches_tracked.copy_(count)
+
+    def during_pass(self, evaluator) -> contextlib.AbstractContextManager:
+        if not self.pending:
+            return contextlib.nullcontext()
+        self.pending = False
+        return self._reestimating()
 
     @torch.no_grad()
     def restore(self, evaluator, names) -> None:
+        self.pending = False
         for m, (mean, var, count) in zip(self.batchnorms, self.saved):
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(count)
 
     def export_tensors(self, evaluator) -> dict[str, np.ndarray]:
+        if self.pending:  # the statistics are taken by a pass: run it
+            evaluator.predictions()
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()
                 if k.rsplit(".", 1)[-1] in BATCHNORM_BUFFERS}
 

@@ -67,6 +67,11 @@ class Measurement:
     n: int
 
 
+# images pushed through a network by this process (every pass of every evaluator, corrections' passes
+# included): what an exploration costs, whatever the machine; each job logs it at exit (``job.setup``)
+IMAGE_FORWARDS = {"images": 0}
+
+
 class Evaluator:
     """Top-1 accuracy and KL to the unmodified model on one split, with codebooks applied in place.
 
@@ -157,13 +162,17 @@ class Evaluator:
 
     @torch.inference_mode()
     def _pass(self, reduce) -> None:
-        """One pass over the split: ``reduce(start, logits)`` for every batch."""
-        with self._autocast():
+        """One pass over the split: ``reduce(start, logits)`` for every batch (a correction may ride on it:
+        ``Correction.during_pass``)."""
+        with self._autocast(), contextlib.ExitStack() as riding:
+            for c in self.corrections:
+                riding.enter_context(c.during_pass(self))
             for i, xb in self._batches():
                 xb = (xb.float() - self.mean) / self.std
                 if self.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 reduce(i, self.forward(xb).float())
+                IMAGE_FORWARDS["images"] += len(xb)
 
     def predictions(self) -> torch.Tensor:
         """Top-1 class of every image (int64, on the device)."""
@@ -228,6 +237,8 @@ class Evaluator:
     @torch.no_grad()
     def apply(self, codebooks: Mapping[str, Codebook]) -> None:
         """Replace each named layer's weights by its codebook values (others untouched), then correct."""
+        if self._reference is None and any(c.defers_to_pass for c in self.corrections):
+            self.reference()  # before a correction waits for the next pass, which the reference's must not be
         for name, cb in codebooks.items():
             _, shared = shared_weight(self.originals[name], cb)
             self.layers[name].weight.copy_(shared)

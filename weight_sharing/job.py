@@ -3,6 +3,7 @@ spec built from its rule's params, and the list of timed stages."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 from pathlib import Path
@@ -54,3 +55,19 @@ def setup(log_path: str | Path | None = None, threads: int = 1) -> None:
 
     sys.excepthook = log_failure
     torch.set_num_threads(max(1, int(threads)))
+    if log_image_forwards not in _AT_EXIT:
+        _AT_EXIT.append(log_image_forwards)
+        atexit.register(log_image_forwards)
+
+
+_AT_EXIT: list = []
+
+
+def log_image_forwards() -> None:
+    """The job's image-forwards (``evaluate.IMAGE_FORWARDS``), in its log: ``benchmarks/cost.py`` reads them."""
+    from .evaluate import IMAGE_FORWARDS
+
+    log.info("%s %d", IMAGE_FORWARDS_LOG, IMAGE_FORWARDS["images"])
+
+
+IMAGE_FORWARDS_LOG = "image-forwards of this job:"
