@@ -72,6 +72,11 @@ def test_sweep_rows(tiny_run):
         for r in per_channel:  # k-means per channel fits each channel's weights at least as well
             assert r["inertia"] <= next(t["inertia"] for t in tensor if t["k"] == r["k"]) * (1 + 1e-9)
         assert tensor[-1]["kl"] < tensor[0]["kl"]  # the finest codebook perturbs the network less than K=2
+        # the job's log counts the images it pushed through the network: its reference pass, then one pass
+        # of the 200 calibration images per row (no correction in the tiny config)
+        log = (tiny_run / f"results/tiny/logs/sweep/{layer}.log").read_text()
+        counted = [int(line.rsplit(" ", 1)[1]) for line in log.splitlines() if "image-forwards of this job:" in line]
+        assert counted == [200 * (len(rows) + 1)], layer
 
 
 def dominated(point, others):
