@@ -54,7 +54,8 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=300
+# the SLURM test reads finished jobs back from the controller: keep them for the whole run
+MinJobAge=7200
 ReturnToService=2
 SchedulerType=sched/backfill
 GresTypes=gpu
