@@ -100,6 +100,22 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
+def demo_splits(demo: dict) -> dict[str, np.ndarray]:
+    """The split of the ``demo`` section (:func:`mnist_demo_splits`)."""
+    return mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
+
+
+def trained_state(model: dict, demo: dict, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The state dict of ``model`` trained on the split's training images with the ``demo`` settings."""
+    return train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=demo["epochs"],
+                 batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"], dropout=demo["dropout"]).state_dict()
+
+
+def settings_key(settings: dict) -> str:
+    """Training settings as the manifest compares them."""
+    return json.dumps(settings, sort_keys=True)
+
+
 def tensor_hash(tensors: dict) -> str:
     """SHA-256 of named arrays or tensors (names, dtypes, shapes and bytes, in name order): the identity of a
     set of trained weights or of a data split, whatever file holds them."""
@@ -123,9 +139,8 @@ def shipped_checkpoint(settings: dict) -> dict | None:
     """The manifest entry of the shipped checkpoint trained with exactly ``settings``, or None."""
     if not MANIFEST.exists():
         return None
-    want = json.dumps(settings, sort_keys=True)
     for entry in json.loads(MANIFEST.read_text())["checkpoints"]:
-        if json.dumps(entry["settings"], sort_keys=True) == want:
+        if settings_key(entry["settings"]) == settings_key(settings):
             return entry
     return None
 
@@ -147,7 +162,7 @@ def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str) -> None:
     """The split of the ``demo`` section saved in the evaluation .npz format (train images included, and
     ``x_select``, the unlabelled selection images, with ``n_select`` > 0), and the ``model``'s weights: the
     shipped checkpoint of these settings (``demo.weights: auto``), else trained on the split."""
-    arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
+    arrays = demo_splits(demo)
     log.info("demo data: %s, tensor hash %s", {k: v.shape for k, v in arrays.items()}, tensor_hash(arrays))
     source = demo.get("weights", "auto")
     if source not in WEIGHT_SOURCES:
@@ -160,9 +175,7 @@ def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str) -> None:
     else:
         log.info("demo weights: trained here (%s)", "demo.weights: train" if source == "train"
                  else "no shipped checkpoint has these settings")
-        state = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"],
-                      epochs=demo["epochs"], batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"],
-                      dropout=demo["dropout"]).state_dict()
+        state = trained_state(model, demo, arrays)
         log.info("demo weights: tensor hash %s", tensor_hash(state))
     with atomic_path(out_data) as tmp:
         with open(tmp, "wb") as f:
@@ -176,10 +189,7 @@ def ship(model: dict, demo: dict, name: str) -> dict:
     (replacing an entry of the same settings); returns its manifest entry."""
     from safetensors.torch import save_file
 
-    arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
-    state = train(model, arrays["x_train"], arrays["y_train"], arrays["mean"], arrays["std"], epochs=demo["epochs"],
-                  batch_size=demo["batch_size"], lr=demo["lr"], seed=demo["seed"], dropout=demo["dropout"]).state_dict()
-    state = {k: v.contiguous() for k, v in state.items()}
+    state = {k: v.contiguous() for k, v in trained_state(model, demo, demo_splits(demo)).items()}
     TRAINED.mkdir(exist_ok=True)
     save_file(state, str(TRAINED / f"{name}.safetensors"))
     settings = training_settings(model, demo)
@@ -188,7 +198,7 @@ def ship(model: dict, demo: dict, name: str) -> dict:
              "trained_on": f"{platform.machine()} {platform.processor() or ''}".strip()}
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"checkpoints": []}
     manifest["checkpoints"] = [e for e in manifest["checkpoints"]
-                               if json.dumps(e["settings"], sort_keys=True) != json.dumps(settings, sort_keys=True)]
+                               if settings_key(e["settings"]) != settings_key(settings)]
     manifest["checkpoints"].append(entry)
     MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return entry

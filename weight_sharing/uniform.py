@@ -41,11 +41,13 @@ def uniform_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], k_value
 
 
 def uniform_group_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], weights: dict[str, np.ndarray],
-                            k_values: list[int], group: int, max_bins: int) -> dict[int, dict]:
+                            k_values: list[int], group: int, max_bins: int,
+                            tensor: dict[int, dict] | None = None) -> dict[int, dict]:
     """K -> every layer's codebooks at that K, one per group of ``group`` output channels: the sweep's row
     where it has one (its refit values, if kept), else the optimal k-means codebook of each group. A layer
-    with a single group keeps its per-tensor sweep row (the same codebook)."""
-    tensor = uniform_codebooks(sweeps, layers, k_values)
+    with a single group keeps its per-tensor sweep row (the same codebook; ``tensor``: those rows, if already
+    read by :func:`uniform_codebooks`)."""
+    tensor = uniform_codebooks(sweeps, layers, k_values) if tensor is None else tensor
     books: dict[int, dict[str, Codebook]] = {int(k): {} for k in k_values}
     for l in layers:
         name, groups = l["name"], group_count(l["shape"][0], group)
@@ -73,9 +75,10 @@ def run(*, spec: EvaluationSpec, sweeps: list[str], layers: str, baseline: str, 
     modules = dict(model.named_modules())
     weights = {n: modules[n].weight.detach().cpu().numpy() for n in names}
     group = int(group)
+    tensor = uniform_codebooks(swept, layer_table, k_values)
     by_granularity = {
-        "tensor": uniform_codebooks(swept, layer_table, k_values),
-        "channel": uniform_group_codebooks(swept, layer_table, weights, k_values, group, int(max_bins)),
+        "tensor": tensor,
+        "channel": uniform_group_codebooks(swept, layer_table, weights, k_values, group, int(max_bins), tensor),
     }
     points = [(g, k, books[k]) for g, books in by_granularity.items() for k in sorted(books)]
     measured = measure_splits(spec, names, [b for _, _, b in points], read_json(baseline), "uniform",
