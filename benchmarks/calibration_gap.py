@@ -26,7 +26,12 @@ import argparse
 
 import numpy as np
 import torch
-from finished_runs import baseline_of, finished_networks, validated_networks  # benchmarks/, next to this script
+from finished_runs import (  # benchmarks/, next to this script
+    baseline_of,
+    default_rule,
+    finished_networks,
+    validated_networks,
+)
 
 from weight_sharing.bound import choose
 from weight_sharing.data import Split, load_split
@@ -73,7 +78,8 @@ def crossfit(results: list[str], bound: float, confidence: float) -> None:
                         right[i] += m.accuracy * m.n
                 al = 100 * (b["calib_accuracy"] - right / len(calib))
                 pick = choose([{"cr": c, "calib_broken": n_b, "calib_fixed": n_f}
-                               for c, n_b, n_f in zip(cr, broken, fixed)], b, bound, confidence)
+                               for c, n_b, n_f in zip(cr, broken, fixed)], b, bound,
+                              default_rule(confidence=confidence))
                 chosen = "none" if pick is None else (
                     f"{cr[pick]:.2f} ({al[pick]:.2f} / {test[pick]:.2f})"
                     + ("" if run.validated[pick]["test_within_bound"] else ", breaks the bound on test"))

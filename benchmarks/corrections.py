@@ -26,7 +26,12 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from finished_runs import baseline_of, finished_networks, network_folders  # benchmarks/, next to this script
+from finished_runs import (  # benchmarks/, next to this script
+    baseline_of,
+    default_rule,
+    finished_networks,
+    network_folders,
+)
 
 from weight_sharing.bound import meets_bound
 from weight_sharing.correct import gather_statistics, refit_centroids
@@ -97,7 +102,7 @@ def runs(named: list[str], bound: float, confidence: float) -> None:
             baseline = baseline_of(net_dir)
             v = pq.read_table(net_dir / "front_validated.parquet").to_pylist()
             u = pq.read_table(net_dir / "uniform.parquet").to_pylist()
-            pick = choices(v, u, baseline, bound, confidence)
+            pick = choices(v, u, baseline, bound, default_rule(confidence=confidence))
             files = [str(f) for f in (net_dir / "benchmarks").rglob("*.tsv") if stage_of(str(f)) not in ("demo",)]
             total = benchmark_seconds(files)
             early = benchmark_seconds([f for f in files if stage_of(f) in ("calibration", "sweep")])

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from weight_sharing.bound import SelectRule
 from weight_sharing.config import load_config, model_config
 from weight_sharing.tables import CandidateSet
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -22,6 +25,11 @@ class FinishedNetwork:
     npz: str
     candidates: CandidateSet
     validated: list[dict]
+
+
+def default_rule(**overrides) -> SelectRule:
+    """The default config's ``select`` rule, with ``overrides`` (e.g. ``confidence``)."""
+    return SelectRule.from_config({**load_config(REPO / "config.yaml")["select"], **overrides})
 
 
 def network_folders(results: str) -> list[Path]:
@@ -47,7 +55,7 @@ def finished_networks(results: str, max_points: int, names: list[str] | None = N
     """Each network of the run (demo networks: data and checkpoint under the results folder) with at
     most ``max_points`` of its validated points, spread evenly over their CR range."""
     folder = Path(results)
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "benchmark.yaml")
+    config = load_config(REPO / "configs" / "benchmark.yaml")
     for net_dir in network_folders(results):
         if names and net_dir.name not in names:
             continue

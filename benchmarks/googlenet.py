@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from weight_sharing.bound import SelectRule
 from weight_sharing.candidates import select_candidates
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator, measure_all, measurement_columns
@@ -168,7 +169,8 @@ def main():
     measured = [{**measurement_columns("calib_", mc, baseline["calib_accuracy"]),
                  **measurement_columns("test_", mt, baseline["test_accuracy"])}
                 for mc, mt in zip(measure_all(cal, books, "calib"), measure_all(tst, books, "test"))]
-    validate_front(front, measured, baseline, bound=0.99, confidence=0.5)
+    validate_front(front, measured, baseline, bound=0.99,
+                   rule=SelectRule(confidence=0.5, split="calib", interval="normal", family="none"))
     sync(device)
     times["validate"] = time.perf_counter() - t
     figures["front_points"] = front.num_rows

@@ -28,6 +28,8 @@ rule refine:
         model=model_cfg,
         bound=bound,
         confidence=config["select"]["confidence"],
+        interval=config["select"]["interval"],
+        family=config["select"]["family"],
         refine=config["refine"],
         search=config["search"],
         correct=config["correct"],

@@ -374,3 +374,24 @@ def test_selection_images_that_are_calibration_images_are_refused(tmp_path, lene
         check_config(cfg)
     cfg["networks"]["net"]["data"]["allow_shared_images"] = True
     check_config(cfg)
+
+
+def test_too_few_calibration_images_for_the_exact_test_are_named_before_any_job():
+    """200 calibration digits cannot show a 1% bound at 0.9 by the exact test (a point that changes
+    nothing passes only from 240 images): a warning names the network, the count and what it takes;
+    240 pass without one; the normal approximation never warns."""
+    import warnings
+
+    from weight_sharing.config import TooFewImagesWarning
+
+    def demo_config(n_calib, **select):
+        return validate_schema({"networks": {"d": {"category": "heavy", "demo": True,
+                                                   "model": {"source": "builtin", "arch": "lenet5"}}},
+                                "demo": {"n_calib": n_calib}, "select": select})
+
+    with pytest.warns(TooFewImagesWarning, match=r"networks.d: 200 calibration images .* at least 240 images"):
+        check_config(demo_config(200))
+    for cfg in (demo_config(240), demo_config(200, interval="normal"), demo_config(160, confidence=0.75)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TooFewImagesWarning)
+            check_config(cfg)

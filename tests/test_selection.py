@@ -3,9 +3,24 @@
 import numpy as np
 import pytest
 
-from weight_sharing.bound import changed_upper_bound, choose, loss_upper_bound, selectable
+from weight_sharing.bound import (
+    SelectRule,
+    changed_upper_bound,
+    choose,
+    exact_selectable,
+    loss_upper_bound,
+    selectable,
+    selectable_rows,
+)
 from weight_sharing.export import choose_point
 from weight_sharing.report import choices
+
+
+def rule(confidence, split="calib", interval="normal", family="none"):
+    """A selection rule; by default each point on its own by the normal bound (the tests of the other
+    intervals and families name theirs)."""
+    return SelectRule(confidence=confidence, split=split, interval=interval, family=family)
+
 
 BASELINE = {"calib_accuracy": 0.9, "test_accuracy": 0.92, "calib_images": 500, "test_images": 1000}
 
@@ -33,23 +48,23 @@ def scramble_test(table, seed):
 @pytest.mark.parametrize("confidence", [0.5, 0.9])
 def test_no_choice_changes_when_the_test_results_change(confidence):
     v, u = rows(0), rows(1, n=8)
-    picked = choices(v, u, BASELINE, 0.99, confidence)
-    exported = [choose_point(v, BASELINE, 0.99, t, confidence)[0]["k"] for t in (1.0, 1.5)]
+    picked = choices(v, u, BASELINE, 0.99, rule(confidence))
+    exported = [choose_point(v, BASELINE, 0.99, t, rule(confidence))[0]["k"] for t in (1.0, 1.5)]
     for seed in range(5):
         v2, u2 = scramble_test(v, seed), scramble_test(u, seed + 10)
-        again = choices(v2, u2, BASELINE, 0.99, confidence)
+        again = choices(v2, u2, BASELINE, 0.99, rule(confidence))
         assert {k: again[k] for k in again if k != "oracle"} == {k: picked[k] for k in picked if k != "oracle"}
-        assert [choose_point(v2, BASELINE, 0.99, t, confidence)[0]["k"] for t in (1.0, 1.5)] == exported
+        assert [choose_point(v2, BASELINE, 0.99, t, rule(confidence))[0]["k"] for t in (1.0, 1.5)] == exported
     assert picked["best"] is not None
 
 
 def test_confidence_half_is_the_plain_bound():
     broken, fixed = np.arange(0, 20), np.zeros(20, dtype=int)
     plain = BASELINE["calib_accuracy"] - (broken - fixed) / 500 >= 0.99 * BASELINE["calib_accuracy"] - 1e-12
-    assert np.array_equal(selectable(broken, fixed, 500, 0.9, 0.99, 0.5), plain)
+    assert np.array_equal(selectable(broken, fixed, 500, 0.9, 0.99, 0.5, "normal"), plain)
     # more confidence admits fewer points; a point that breaks nothing always passes
-    assert selectable(broken, fixed, 500, 0.9, 0.99, 0.9).sum() < plain.sum()
-    assert selectable(np.array([0]), np.array([0]), 500, 0.9, 0.99, 0.99)[0]
+    assert selectable(broken, fixed, 500, 0.9, 0.99, 0.9, "normal").sum() < plain.sum()
+    assert selectable(np.array([0]), np.array([0]), 500, 0.9, 0.99, 0.99, "normal")[0]
 
 
 def test_loss_upper_bound_is_the_paired_normal_bound_of_the_per_image_differences():
@@ -68,8 +83,8 @@ def test_loss_upper_bound_is_the_paired_normal_bound_of_the_per_image_difference
 def test_choose_takes_the_highest_cr_that_passes():
     table = [{"cr": 5.0, "calib_broken": 0, "calib_fixed": 0}, {"cr": 9.0, "calib_broken": 40, "calib_fixed": 0},
              {"cr": 7.0, "calib_broken": 2, "calib_fixed": 0}]
-    assert choose(table, BASELINE, 0.99, 0.5) == 2
-    assert choose(table[1:2], BASELINE, 0.99, 0.5) is None
+    assert choose(table, BASELINE, 0.99, rule(0.5)) == 2
+    assert choose(table[1:2], BASELINE, 0.99, rule(0.5)) is None
 
 
 def with_selection(table, seed, n=3500):
@@ -92,17 +107,18 @@ def test_unlabelled_selection_depends_on_no_label(confidence):
     """select.split: unlabelled: no choice changes when the calibration or the test labels change; it
     follows the changed predictions on the selection images alone."""
     v, u = with_selection(rows(0), 1), with_selection(rows(1, n=8), 2)
-    picked = choices(v, u, BASELINE, 0.99, confidence, "unlabelled")
+    picked = choices(v, u, BASELINE, 0.99, rule(confidence, "unlabelled"))
     assert picked["best"] is not None
     calib_changed = 0
-    exported = [choose_point(v, BASELINE, 0.99, t, confidence, "unlabelled")[0]["k"] for t in (1.0, 1.5)]
+    exported = [choose_point(v, BASELINE, 0.99, t, rule(confidence, "unlabelled"))[0]["k"] for t in (1.0, 1.5)]
     for seed in range(5):
         v2, u2 = scramble_labels(v, seed), scramble_labels(u, seed + 10)
-        again = choices(v2, u2, BASELINE, 0.99, confidence, "unlabelled")
+        again = choices(v2, u2, BASELINE, 0.99, rule(confidence, "unlabelled"))
         assert {k: again[k] for k in again if k != "oracle"} == {k: picked[k] for k in picked if k != "oracle"}
-        assert [choose_point(v2, BASELINE, 0.99, t, confidence, "unlabelled")[0]["k"] for t in (1.0, 1.5)] == exported
-        calib_changed += choices(v2, u2, BASELINE, 0.99, confidence)["best"] != choices(v, u, BASELINE, 0.99,
-                                                                                        confidence)["best"]
+        assert [choose_point(v2, BASELINE, 0.99, t, rule(confidence, "unlabelled"))[0]["k"]
+                for t in (1.0, 1.5)] == exported
+        calib_changed += (choices(v2, u2, BASELINE, 0.99, rule(confidence))["best"]
+                          != choices(v, u, BASELINE, 0.99, rule(confidence))["best"])
     assert calib_changed  # the scrambled labels do move the calibration rule's choice
     # the chosen point: the highest CR among those changing few enough predictions (at most 1 - bound)
     allowed = 1 - 0.99
@@ -113,9 +129,9 @@ def test_unlabelled_selection_depends_on_no_label(confidence):
 
 def test_unlabelled_selection_without_its_measurements_is_refused():
     with pytest.raises(ValueError, match="select.split: unlabelled"):
-        choose(rows(0), BASELINE, 0.99, 0.9, "unlabelled")
+        choose(rows(0), BASELINE, 0.99, rule(0.9, "unlabelled"))
     with pytest.raises(ValueError, match="select.split: 'test'"):
-        choose(with_selection(rows(0), 1), BASELINE, 0.99, 0.9, "test")
+        choose(with_selection(rows(0), 1), BASELINE, 0.99, rule(0.9, "test"))
 
 
 def test_changed_upper_bound_covers_the_true_rate():
@@ -201,7 +217,7 @@ def test_uniform_choices_per_granularity_and_the_better():
                            {"uniform_tensor": 2, "uniform_channel": 1, "uniform": 2}),
                           ([row("channel", 30.0, 20), row("tensor", 9.0, 2)],
                            {"uniform_tensor": 1, "uniform_channel": None, "uniform": 1})):
-        pick = choices([], uniform, base, 0.99, 0.5)
+        pick = choices([], uniform, base, 0.99, rule(0.5))
         assert {k: pick[k] for k in want} == want
 
 
@@ -210,10 +226,10 @@ def test_unlabelled_rule_uses_no_label_not_even_the_baseline_accuracy():
     the baseline's (exact binomial bound); neither the calibration labels nor the baseline's accuracy move a
     choice, and a target no point meets exports the point changing the fewest selection predictions."""
     v, u = with_selection(rows(0), 1), with_selection(rows(1, n=8), 2)
-    picked = choices(v, u, BASELINE, 0.99, 0.5, "unlabelled")
+    picked = choices(v, u, BASELINE, 0.99, rule(0.5, "unlabelled"))
     for calib_accuracy in (0.5, 0.75, 0.999):
         other = {**BASELINE, "calib_accuracy": calib_accuracy}
-        again = choices(v, u, other, 0.99, 0.5, "unlabelled")
+        again = choices(v, u, other, 0.99, rule(0.5, "unlabelled"))
         assert {k: again[k] for k in again if k != "oracle"} == {k: picked[k] for k in picked if k != "oracle"}
     ok = [i for i, r in enumerate(v) if r["select_changed"] <= 0.01 + 1e-12]  # 1 - bound, measured (0.5)
     assert picked["best"] == max(ok, key=lambda i: v[i]["cr"])
@@ -221,8 +237,75 @@ def test_unlabelled_rule_uses_no_label_not_even_the_baseline_accuracy():
     # calib_al ranks the points the other way; every point breaks an image, so none meets 0.99999 on calibration
     strict = [{**r, "calib_al": -r["select_changed"], "calib_broken": r["calib_broken"] + 1, "calib_fixed": 0}
               for r in v]
-    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, 0.9, "unlabelled")
+    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, rule(0.9, "unlabelled"))
     assert not met
     assert point["select_changed"] == min(r["select_changed"] for r in v)
-    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, 0.9, "calib")
+    point, met = choose_point(strict, BASELINE, 0.99999, 1.0, rule(0.9, "calib"))
     assert not met and point["calib_al"] == min(r["calib_al"] for r in strict)
+
+
+def test_exact_interval_never_passes_a_point_at_the_allowed_loss_more_often_than_it_should():
+    """The error rate of ``interval: exact``, computed exactly: every outcome (broken, fixed) of 30 images
+    enumerated with scipy's multinomial law at true rates on the null's boundary (loss = the allowed one,
+    more or fewer images fixed) is passed with total probability at most 1 - confidence; the normal
+    bound exceeds that at the same rates (which is why it is no longer the default)."""
+    from scipy.stats import multinomial
+
+    from weight_sharing.bound import normal_selectable
+
+    n, allowed, confidence = 30, 0.1, 0.9
+    b, f = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)]).T
+    exact, normal = exact_selectable(b, f, n, allowed, confidence), normal_selectable(b, f, n, allowed, confidence)
+    worst_normal = 0.0
+    for p_fixed in (0.0, 0.02, 0.1, 0.3):
+        pmf = multinomial.pmf(np.stack([b, f, n - b - f], axis=1), n, [allowed + p_fixed, p_fixed,
+                                                                       1 - allowed - 2 * p_fixed])
+        assert pmf.sum() == pytest.approx(1.0)
+        assert pmf[exact].sum() <= 1 - confidence + 1e-9, p_fixed
+        worst_normal = max(worst_normal, pmf[normal].sum())
+    assert worst_normal > 1 - confidence
+    # it is not empty: breaking nothing of 30 images passes a 10% allowance, breaking 3 does not
+    assert exact_selectable([0, 3], [0, 0], n, allowed, confidence).tolist() == [True, False]
+
+
+def test_exact_interval_credits_fixed_images_and_more_images():
+    """Fixed images offset broken ones, and the same loss on more images is more certain."""
+    allowed = 0.0097
+    assert exact_selectable([1, 2], [0, 0], 500, allowed, 0.9).tolist() == [True, False]
+    assert exact_selectable([4], [0], 1000, allowed, 0.9)[0] and not exact_selectable([2], [0], 500, allowed, 0.9)[0]
+    assert exact_selectable([2, 2], [1, 2], 500, allowed, 0.9).all()
+    # many changed images make the same net loss less certain (their spread): 4 + 4 passes, 6 + 6 does not
+    assert exact_selectable([4, 6], [4, 6], 500, allowed, 0.9).tolist() == [True, False]
+    # confidence 0.5 is the measured loss itself
+    assert exact_selectable([4, 5], [0, 0], 500, allowed, 0.5).tolist() == [True, False]
+
+
+def test_ascending_family_stops_at_the_first_failure_in_cr_order():
+    """From the lowest CR up: a point above the first failure is not chosen even when it passes alone
+    (family none chooses it), and bonferroni tests each point at a share of the error rate."""
+    base = {"calib_images": 1000, "calib_accuracy": 0.97}
+    broken = {4.0: 0, 6.0: 1, 9.0: 40, 12.0: 5, 15.0: 60}  # CR -> broken images; nothing fixed
+    table = [{"cr": cr, "calib_broken": b, "calib_fixed": 0} for cr, b in reversed(broken.items())]
+    alone = rule(0.9, interval="exact")
+    assert [r["cr"] for r, ok in zip(table, selectable_rows(table, base, 0.99, alone)) if ok] == [12.0, 6.0, 4.0]
+    assert table[choose(table, base, 0.99, alone)]["cr"] == 12.0
+    ascending = rule(0.9, interval="exact", family="ascending")
+    assert [r["cr"] for r, ok in zip(table, selectable_rows(table, base, 0.99, ascending)) if ok] == [6.0, 4.0]
+    assert table[choose(table, base, 0.99, ascending)]["cr"] == 6.0
+    # 5 points at 0.1 / 5 each: 5 broken of 1,000 no longer pass a 0.97% allowance, 3 still do
+    bonferroni = rule(0.9, interval="exact", family="bonferroni")
+    assert [r["cr"] for r, ok in zip(table, selectable_rows(table, base, 0.99, bonferroni)) if ok] == [6.0, 4.0]
+    assert exact_selectable([5, 3], [0, 0], 1000, 0.0097, 0.9).all()
+    assert exact_selectable([5, 3], [0, 0], 1000, 0.0097, 0.98).tolist() == [False, True]
+
+
+def test_a_bad_selection_rule_names_the_key_and_what_is_allowed():
+    from weight_sharing.config import ConfigError, validate_schema
+
+    for key, value in (("interval", "wald"), ("family", "holm"), ("split", "test")):
+        with pytest.raises(ValueError, match=f"select.{key}: '{value}'; allowed: "):
+            SelectRule(**{"confidence": 0.9, "split": "calib", "interval": "exact", "family": "none", key: value})
+        with pytest.raises((ConfigError, ValueError), match=value):
+            validate_schema({"networks": {"n": {"category": "heavy", "demo": True, "model": {"source": "builtin",
+                                                                                      "arch": "lenet5"}}},
+                             "select": {key: value}})

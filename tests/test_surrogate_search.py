@@ -2,6 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from weight_sharing.bound import SelectRule
 from weight_sharing.compression import compression_rates
 from weight_sharing.pareto import pareto_mask
 from weight_sharing.sample import draw_combinations, shard_bounds
@@ -9,6 +10,8 @@ from weight_sharing.search_methods import run_nsga2
 from weight_sharing.surrogate_model import design_matrix, fit_surrogate, predict
 from weight_sharing.tables import CandidateSet
 from workflow_utils import cr_by_hand
+
+PLAIN = SelectRule(confidence=0.5, split="calib", interval="normal", family="none")  # the measured loss
 
 
 def test_surrogate_recovers_known_linear_model():
@@ -274,7 +277,7 @@ def test_refinement_rounds_add_data_and_stop():
 
     front = run_search(cands, surrogate, search)
     baseline = {"calib_images": 500, "calib_accuracy": 0.9}
-    out, final, history = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 5, search)
+    out, final, history = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, PLAIN, 5, search)
     assert 1 <= len(history) <= 6 and history[0]["round"] == 0
     assert history[-1]["samples"] == 40 + sum(h["measured"] for h in history[:-1])
     # it stopped because the chosen CR stopped improving (or the rounds ran out)
@@ -282,7 +285,7 @@ def test_refinement_rounds_add_data_and_stop():
     assert len(history) == 6 or crs[-1] <= max(crs[:-1]) + 1e-9
     assert len(out) == sum(h["measured"] for h in history)
     assert {tuple(r["choice"]) for r in front.to_pylist()} <= {tuple(r["choice"]) for r in out.to_pylist()}
-    none, _, h0 = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, 0.5, 0, search)
+    none, _, h0 = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, PLAIN, 0, search)
     assert len(h0) == 1 and len(none) == len(front)
 
 

@@ -146,12 +146,15 @@ def test_uniform_per_channel_reference(tiny_run):
     rows = read(tiny_run, "uniform.parquet")
     assert {r["granularity"] for r in rows} == {"tensor", "channel"}
     channel = {r["k"]: r for r in rows if r["granularity"] == "channel"}
-    assert set(channel) == {2, 3, 4, 8, 16, 64, 256}
+    by_hand = {k: 32 * sum(WEIGHTS) / sum(w * math.ceil(math.log2(min(k, w))) + c * min(k, w) * 32
+                                          for w, c in zip(WEIGHTS, CHANNELS))
+               for k in TINY["sweep"]["k_values"]}
+    # per channel only where the codebooks still compress: K = 256 would store more than the float weights
+    assert set(channel) == {k for k, cr in by_hand.items() if cr > 1} and by_hand[256] < 1 < by_hand[64]
+    assert {r["k"] for r in rows if r["granularity"] == "tensor"} == set(by_hand)
     for k, r in channel.items():
         assert r["groups"] == CHANNELS and r["group"] == 1
-        bits = sum(w * math.ceil(math.log2(min(k, w))) + c * min(k, w) * 32
-                   for w, c in zip(WEIGHTS, CHANNELS))
-        assert r["cr"] == pytest.approx(32 * sum(WEIGHTS) / bits, rel=1e-12)
+        assert r["cr"] == pytest.approx(by_hand[k], rel=1e-12)
     # K = 4: fc1's per-channel codebooks are swept (its row is reused), conv1's are not (computed here);
     # measured again from those codebooks, the calibration accuracy is the table's
     model = LeNet5()
@@ -260,7 +263,7 @@ def test_plots_and_summary_content(tiny_run):
     row = json.loads((net / "report/summary.json").read_text())
     summary = (tiny_run / "results/summary.md").read_text()
     line = next(line for line in summary.splitlines() if line.startswith("| tiny |"))
-    assert line.startswith("| tiny | heavy | 99% (conf. 0.9) | 5 | 0.246 |")
+    assert line.startswith("| tiny | heavy | 99% (conf. 0.9, normal, ascending) | 5 | 0.246 |")
     baseline = json.loads((net / "baseline.json").read_text())
     assert (f"| 0.246 | {100 * baseline['calib_accuracy']:.2f} / {100 * baseline['test_accuracy']:.2f} |"
             in line)
@@ -366,12 +369,17 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
         assert torch.equal(reference.predictions(), got)
         assert float((got.numpy() == split.y).mean()) == r["test_accuracy"] == point["test_accuracy"]
     # select.split unlabelled: every validated and uniform point measured on the 400 digits the demo held out
-    # of training as x_select; the report's choice is the highest CR changing at most 1 - bound of them
+    # of training as x_select; the report's choice is the highest CR changing at most 1 - bound of them, among
+    # the points from the lowest CR up to the first that changes more (select.family: ascending)
     for table in ("front_validated.parquet", "uniform.parquet"):
         rows = read(tmp_path, table)
         assert all(r["select_images"] == 400 and 0 <= r["select_changed"] <= 1 for r in rows)
     rows = list(validated.values())
-    ok = [r for r in rows if r["select_changed"] <= (1 - 0.99) + 1e-12]
+    ok = []
+    for r in sorted(rows, key=lambda r: r["cr"]):
+        if r["select_changed"] > (1 - 0.99) + 1e-12:
+            break
+        ok.append(r)
     row = json.loads((net / "report/summary.json").read_text())
     assert row["selection"] == "unlabelled"
     assert row["best_cr"] == (max(r["cr"] for r in ok) if ok else None)
@@ -387,7 +395,8 @@ def test_corrections_and_grouped_codebooks_end_to_end(tmp_path):
     ev.apply(cands.codebooks_of(point["choice"]))
     assert float((ev.predictions() != before).double().mean()) == pytest.approx(point["select_changed"], abs=1e-12)
     # the summary's row says what its choice was made on (the header names both rules, the row only its own)
-    assert "| tiny | heavy | 99% (conf. 0.5, unlabelled) |" in (tmp_path / "results" / "summary.md").read_text()
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "| tiny | heavy | 99% (conf. 0.5, unlabelled, ascending) |" in summary
     _, meta = load_compressed(net / "export" / "loss_1.0x.safetensors")
     selected_on = json.loads(meta["selected_on"])
     assert selected_on["split"] == "unlabelled" and selected_on["confidence"] == 0.5

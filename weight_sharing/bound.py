@@ -26,6 +26,8 @@ split, at the price of counting every changed prediction as a loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -61,7 +63,9 @@ def check_confidence(confidence: float) -> None:
 
 
 def loss_upper_bound(broken, fixed, n: int, confidence: float):
-    """One-sided upper confidence bound of the accuracy loss from paired per-image outcomes."""
+    """One-sided upper confidence bound of the accuracy loss from paired per-image outcomes, by the normal
+    approximation of the mean of per-image differences (``select.interval: normal``; it under-covers when
+    few images change, benchmarks/README.md: Selection)."""
     check_confidence(confidence)
     broken, fixed = np.asarray(broken, dtype=np.float64), np.asarray(fixed, dtype=np.float64)
     loss = (broken - fixed) / n
@@ -69,9 +73,74 @@ def loss_upper_bound(broken, fixed, n: int, confidence: float):
     return loss + NormalDist().inv_cdf(confidence) * np.sqrt(var / n)
 
 
-def selectable(broken, fixed, n: int, baseline_accuracy: float, bound: float, confidence: float):
-    """Points whose loss, at ``confidence``, stays within the bound's allowed loss (elementwise)."""
-    return loss_upper_bound(broken, fixed, n, confidence) <= allowed_loss(baseline_accuracy, bound) + TOLERANCE
+NUISANCE_SHARE = 0.1  # of the error rate, spent on the confidence set of the changed-image rate (Berger-Boos)
+NUISANCE_GRID = 256   # changed-image rates at which the exact test's p-value is maximised
+
+
+@lru_cache(maxsize=65536)
+def exact_loss_pvalue(broken: int, fixed: int, n: int, allowed: float, alpha: float) -> float:
+    """p-value of "the loss is at least ``allowed``" from paired outcomes, exact for every true rate.
+
+    Each image is broken, fixed or neither (multinomial). Outcomes are ordered by the normal upper bound
+    (:func:`loss_upper_bound` at 1 - ``alpha``), and the p-value is the probability of an outcome ordered
+    at or below the observed one, exactly (the multinomial's law), at a loss of ``allowed``: the largest
+    such probability over the rate s of changed images (broken + fixed, the nuisance) in its exact
+    Clopper-Pearson confidence set at level 1 - ``NUISANCE_SHARE`` x ``alpha``, plus that share (Berger
+    and Boos 1994). So the test's error rate is at most ``alpha`` whatever s is, where the normal bound
+    alone exceeds it when few images change.
+    """
+    from scipy.special import gammaln, xlogy
+    from scipy.stats import beta, binom
+
+    gamma = NUISANCE_SHARE * alpha
+    d_obs = broken + fixed
+    lo = beta.ppf(gamma / 2, d_obs, n - d_obs + 1) if d_obs > 0 else 0.0
+    hi = beta.ppf(1 - gamma / 2, d_obs + 1, n - d_obs) if d_obs < n else 1.0
+    lo = max(lo, allowed)
+    if hi < lo:  # every rate the null allows lies outside the confidence set
+        return gamma
+    s = np.unique(np.concatenate([np.linspace(lo, hi, NUISANCE_GRID), [lo, hi]]))
+    p_broken, p_fixed = (s + allowed) / 2, np.maximum(s - allowed, 0.0) / 2
+    # outcomes beyond these counts have negligible probability at every s of the set
+    b_max = int(min(n, binom.isf(1e-12, n, p_broken.max()) + 1))
+    f_max = int(min(n, binom.isf(1e-12, n, p_fixed.max()) + 1))
+    i, j = np.arange(b_max + 1)[:, None], np.arange(f_max + 1)[None, :]
+    order = loss_upper_bound(i, j, n, 1 - alpha)
+    region = (order <= loss_upper_bound(broken, fixed, n, 1 - alpha) + TOLERANCE) & (i + j <= n)
+    i, j = np.broadcast_to(i, region.shape)[region], np.broadcast_to(j, region.shape)[region]
+    log_pmf = (gammaln(n + 1) - gammaln(i + 1) - gammaln(j + 1) - gammaln(n - i - j + 1))[None, :] \
+        + xlogy(i[None, :], p_broken[:, None]) + xlogy(j[None, :], p_fixed[:, None]) \
+        + xlogy((n - i - j)[None, :], 1 - s[:, None])
+    return float(min(1.0, np.exp(log_pmf).sum(axis=1).max() + gamma))
+
+
+def exact_selectable(broken, fixed, n: int, allowed: float, confidence: float) -> np.ndarray:
+    """Points whose exact test (:func:`exact_loss_pvalue`) rejects "the loss is at least ``allowed``"
+    at level 1 - ``confidence`` (elementwise; equal counts are computed once)."""
+    check_confidence(confidence)
+    broken, fixed = np.atleast_1d(np.asarray(broken)).astype(int), np.atleast_1d(np.asarray(fixed)).astype(int)
+    if confidence == 0.5:
+        return (broken - fixed) / n <= allowed + TOLERANCE
+    alpha = 1 - confidence
+    return np.array([exact_loss_pvalue(b, f, int(n), float(allowed), alpha) <= alpha
+                     for b, f in zip(broken.tolist(), fixed.tolist())], dtype=bool)
+
+
+def normal_selectable(broken, fixed, n: int, allowed: float, confidence: float) -> np.ndarray:
+    """Points whose normal upper bound (:func:`loss_upper_bound`) is at most ``allowed``."""
+    return loss_upper_bound(broken, fixed, n, confidence) <= allowed + TOLERANCE
+
+
+# select.interval -> the paired test on the labelled calibration images
+INTERVALS = {"exact": exact_selectable, "normal": normal_selectable}
+
+
+def selectable(broken, fixed, n: int, baseline_accuracy: float, bound: float, confidence: float, interval: str):
+    """Points whose loss, at ``confidence``, stays within the bound's allowed loss (elementwise), by the
+    ``interval`` test (:data:`INTERVALS`)."""
+    if interval not in INTERVALS:
+        raise ValueError(f"select.interval: {interval!r}; allowed: {', '.join(INTERVALS)}")
+    return INTERVALS[interval](broken, fixed, n, allowed_loss(baseline_accuracy, bound), confidence)
 
 
 SPLIT_Z_WARNING = 2.0  # |z| above which the summary says the calibration draw is unlike the test images
@@ -111,13 +180,15 @@ def changed_upper_bound(changed, n, confidence: float):
     return np.where(count >= n, 1.0, beta.ppf(confidence, count + 1, np.maximum(n - count, 1)))
 
 
-def calib_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float) -> np.ndarray:
-    """``select.split: calib``: the paired loss bound on the labelled calibration split."""
+def calib_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float,
+                     rule: SelectRule) -> np.ndarray:
+    """``select.split: calib``: the paired loss test (``rule.interval``) on the labelled calibration split."""
     return selectable([r["calib_broken"] for r in rows], [r["calib_fixed"] for r in rows],
-                      baseline["calib_images"], baseline["calib_accuracy"], bound, confidence)
+                      baseline["calib_images"], baseline["calib_accuracy"], bound, confidence, rule.interval)
 
 
-def unlabelled_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float) -> np.ndarray:
+def unlabelled_selectable(rows: list[dict], baseline: dict, bound: float, confidence: float,
+                          rule: SelectRule) -> np.ndarray:
     """``select.split: unlabelled``: the changed-prediction bound on the unlabelled selection split
     (``select_*`` columns), against 1 - bound (no label, and so no baseline accuracy, enters)."""
     missing = [i for i, r in enumerate(rows) if r.get("select_changed") is None or not r.get("select_images")]
@@ -133,21 +204,83 @@ def allowed_changes(bound: float) -> float:
     return 1 - bound
 
 
-# select.split -> which measured rows may be chosen; never on the test split
+# select.split -> which measured rows pass on their own; never on the test split
 SELECTIONS = {"calib": calib_selectable, "unlabelled": unlabelled_selectable}
 
 
-def selectable_rows(rows: list[dict], baseline: dict, bound: float, confidence: float,
-                    selection: str = "calib") -> np.ndarray:
-    """Which rows may be chosen under the ``selection`` rule (see :data:`SELECTIONS`)."""
-    if selection not in SELECTIONS:
-        raise ValueError(f"select.split: {selection!r}; allowed: {', '.join(SELECTIONS)}")
-    return SELECTIONS[selection](rows, baseline, bound, confidence)
+def ascending_prefix(cr, passes) -> np.ndarray:
+    """Fixed-sequence testing in CR order: the points from the lowest CR up to, not including, the first
+    that fails (ties in CR: table order). The order does not depend on the measurements, so the chance
+    that any declared point breaks the bound is at most one point's error rate (no share per point)."""
+    order = np.argsort(np.asarray(cr, dtype=np.float64), kind="stable")
+    passes = np.asarray(passes, dtype=bool)
+    ok = np.zeros(len(order), dtype=bool)
+    for i in order:
+        if not passes[i]:
+            break
+        ok[i] = True
+    return ok
 
 
-def choose(rows: list[dict], baseline: dict, bound: float, confidence: float,
-           selection: str = "calib") -> int | None:
-    """The highest-CR row selectable by ``selection`` (see :func:`selectable_rows`); None if none is."""
+# select.family -> how one error rate covers choosing among many points: (points, confidence) -> the level
+# each point is tested at, and whether the passing points are cut at the first failure in CR order
+FAMILIES = {
+    "ascending": (lambda m, c: c, True),
+    "bonferroni": (lambda m, c: 1 - (1 - c) / max(m, 1), False),
+    "none": (lambda m, c: c, False),
+}
+
+
+@dataclass(frozen=True)
+class SelectRule:
+    """The ``select`` section: which split decides (``split``), the test of one point (``interval``), how
+    the confidence covers choosing among many points (``family``), and the one-sided ``confidence``."""
+    confidence: float
+    split: str
+    interval: str
+    family: str
+
+    def __post_init__(self):
+        check_confidence(self.confidence)
+        for key, value, allowed in (("split", self.split, SELECTIONS), ("interval", self.interval, INTERVALS),
+                                    ("family", self.family, FAMILIES)):
+            if value not in allowed:
+                raise ValueError(f"select.{key}: {value!r}; allowed: {', '.join(allowed)}")
+
+    @classmethod
+    def from_config(cls, select: dict) -> SelectRule:
+        return cls(confidence=float(select["confidence"]), split=select["split"], interval=select["interval"],
+                   family=select["family"])
+
+
+def selectable_rows(rows: list[dict], baseline: dict, bound: float, rule: SelectRule) -> np.ndarray:
+    """Which rows may be chosen: each tested by the rule's split and interval at the level its family
+    gives, then (``family: ascending``) cut at the first failure from the lowest CR up."""
+    level, cut = FAMILIES[rule.family]
+    passes = SELECTIONS[rule.split](rows, baseline, bound, level(len(rows), rule.confidence), rule)
+    return ascending_prefix([r["cr"] for r in rows], passes) if cut else np.asarray(passes, dtype=bool)
+
+
+def passes_unchanged(images: int, bound: float, rule: SelectRule) -> bool:
+    """Whether a point that changes no prediction of ``images`` images passes ``rule`` at the most lenient
+    allowance (1 - bound, a baseline at 100%): if not, no point can be chosen on that many images."""
+    allowed = 1 - bound
+    if rule.split == "unlabelled":
+        return bool(changed_upper_bound(0.0, images, rule.confidence) <= allowed + TOLERANCE)
+    return bool(INTERVALS[rule.interval]([0], [0], images, allowed, rule.confidence)[0])
+
+
+def images_needed(bound: float, rule: SelectRule, most: int = 1 << 20) -> int:
+    """The fewest images on which a point that changes nothing passes ``rule`` (:func:`passes_unchanged`)."""
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes_unchanged(mid, bound, rule) else (mid + 1, hi)
+    return lo
+
+
+def choose(rows: list[dict], baseline: dict, bound: float, rule: SelectRule) -> int | None:
+    """The highest-CR row selectable by ``rule`` (see :func:`selectable_rows`); None if none is."""
     if not rows:
         return None
-    return best_within([r["cr"] for r in rows], selectable_rows(rows, baseline, bound, confidence, selection))
+    return best_within([r["cr"] for r in rows], selectable_rows(rows, baseline, bound, rule))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def check_network(config: dict, net: str) -> list[dict]:
             raise ConfigError(f"select.split: unlabelled, but demo.n_select is 0: the demo network {net!r} has no "
                               "held-out selection images; set demo.n_select >= 1 (digits held out of training) or "
                               "select.split: calib")
+        demo = config["demo"]
+        check_selection_images(config, net, demo["n_select"] if config["select"]["split"] == "unlabelled"
+                               else demo["n_calib"])
         return layer_records(model, DEMO_IMAGE_SHAPE)
     if "data" not in net_cfg:
         raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
@@ -120,7 +124,7 @@ def check_network(config: dict, net: str) -> list[dict]:
             raise ConfigError(f"select.split: unlabelled needs unlabelled selection images, but {key}.data.root (an "
                               "image folder) has none; decode it to an .npz, add x_select and give data.npz, or set "
                               "select.split: calib")
-        return _check_image_folder(key, model, model_cfg, data)
+        return _check_image_folder(config, net, model, model_cfg, data)
     try:
         info = check_npz(net_cfg["data"]["npz"])
     except (ValueError, FileNotFoundError) as exc:
@@ -140,6 +144,7 @@ def check_network(config: dict, net: str) -> list[dict]:
                        splits=("calib", SELECT) if SELECT in info else ("calib",))
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc}") from exc
+    check_selection_images(config, net, info[SELECT] if config["select"]["split"] == "unlabelled" else info["calib"])
     return layer_records(model, info["image_shape"])
 
 
@@ -155,16 +160,18 @@ def _num_classes(model, image_shape, images: str) -> int:
     return int(out.shape[-1])
 
 
-def _check_image_folder(key: str, model, model_cfg: dict, data: dict) -> list[dict]:
+def _check_image_folder(config: dict, net: str, model, model_cfg: dict, data: dict) -> list[dict]:
     """Layout, classes, split sizes and the model's input, before any decoding."""
     from .images import list_images, split_per_class
     from .models import layer_records
 
+    key = f"networks.{net}"
     try:
         _, labels, classes = list_images(data)
-        split_per_class(labels, int(data["calib_per_class"]), int(data["seed"]))
+        calib, _ = split_per_class(labels, int(data["calib_per_class"]), int(data["seed"]))
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"{key}.{exc}") from exc
+    check_selection_images(config, net, len(calib))
     shape = input_shape(model, model_cfg, data)
     num_classes = _num_classes(model, shape, f"{key}.data: images of {shape[-1]} px")
     if len(classes) > num_classes:
@@ -187,6 +194,29 @@ def input_shape(model, model_cfg: dict, data: dict | None) -> tuple[int, ...]:
 
     crop = model_preprocessing(model, model_cfg, data.get("image_size")).crop
     return (3, crop, crop)
+
+
+class TooFewImagesWarning(UserWarning):
+    """No point can be chosen on so few images: the run measures and exports the closest, flagged."""
+
+
+def check_selection_images(config: dict, net: str, images: int) -> None:
+    """A warning, before any job, when no point could ever be chosen on ``images`` images (calibration, or
+    the selection images under ``select.split: unlabelled``): not even one that changes no prediction
+    passes the rule. Not an error: the run still measures every point and exports the closest, flagged."""
+    from .bound import SelectRule, images_needed, passes_unchanged
+
+    rule, bound = SelectRule.from_config(config["select"]), network_bound(config, net)
+    if passes_unchanged(images, bound, rule):
+        return
+    what = "selection" if rule.split == "unlabelled" else "calibration"
+    test = "the exact binomial bound" if rule.split == "unlabelled" else f"select.interval: {rule.interval}"
+    warnings.warn(f"networks.{net}: {images} {what} images cannot show a {1 - bound:.0%} loss bound at "
+                  f"select.confidence {rule.confidence:g} by {test}, even for a point that changes no prediction, "
+                  f"so no point will be chosen (the export takes the closest, flagged); it takes at least "
+                  f"{images_needed(bound, rule)} images, or a lower select.confidence (or, with the labelled "
+                  "calibration images, select.interval: normal, an approximation)", TooFewImagesWarning,
+                  stacklevel=2)
 
 
 def check_config(config: dict) -> dict[str, list[dict]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .bound import choose, loosened, meets_bound
+from .bound import SelectRule, choose, loosened, meets_bound
 from .compression import FLOAT_BITS
 from .evaluate import EvaluationSpec
 from .formats import ExportPoint, export_formats, stored_index_bits
@@ -35,16 +35,16 @@ FALLBACK_ORDER = {"calib": "calib_al", "unlabelled": "select_changed"}
 
 
 def choose_point(validated: list[dict], baseline: dict, bound: float, target: float,
-                 confidence: float, selection: str = "calib") -> tuple[dict, bool]:
-    """Target t: the highest-CR point whose loss, at ``confidence``, is at most t x the bound's allowed
-    loss ((1 - bound) x baseline), judged by ``selection`` (the labelled calibration split, or the changed
+                 rule: SelectRule) -> tuple[dict, bool]:
+    """Target t: the highest-CR point whose loss, by ``rule``, is at most t x the bound's allowed loss
+    ((1 - bound) x baseline), judged on ``rule.split`` (the labelled calibration split, or the changed
     predictions on the unlabelled selection split); if none is, the point closest to the baseline by the
     same rule (the lowest calibration loss, or the fewest changed selection predictions), flagged (False).
     The test split is measured and reported, never used to choose."""
-    best = choose(validated, baseline, loosened(bound, target), confidence, selection)
+    best = choose(validated, baseline, loosened(bound, target), rule)
     if best is not None:
         return validated[best], True
-    closest = FALLBACK_ORDER[selection]
+    closest = FALLBACK_ORDER[rule.split]
     return min(validated, key=lambda v: (v[closest], -v["cr"])), False
 
 
@@ -77,7 +77,7 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, b
         select: dict, export: dict, out_files: list[str], out_table: str) -> None:
     """Write the point chosen for each of ``export.targets`` in every format (packed first, then
     ``export.formats``); ``out_files``: target-major, in that format order."""
-    targets, confidence, selection = export["targets"], select["confidence"], select["split"]
+    targets, rule = export["targets"], SelectRule.from_config(select)
     formats = export_formats(export.get("formats") or [])
     if len(targets) * len(formats) != len(out_files):
         raise ValueError(f"export: {len(targets)} targets x {len(formats)} formats but {len(out_files)} output files")
@@ -103,17 +103,18 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, b
 
     rows, files = [], iter(out_files)
     for target in targets:
-        point, met = choose_point(points, base, bound, target, confidence, selection)
+        point, met = choose_point(points, base, bound, target, rule)
         if not met:
             log.warning("export target %.2fx: no validated point meets it on the %s split; exporting the closest "
-                        "(lowest %s: %.4f)", target, selection, FALLBACK_ORDER[selection],
-                        point[FALLBACK_ORDER[selection]])
+                        "(lowest %s: %.4f)", target, rule.split, FALLBACK_ORDER[rule.split],
+                        point[FALLBACK_ORDER[rule.split]])
         choice = cands.check_choice(point["choice"])
         books = cands.codebooks_of(choice)
         meta = {"k": point["k"], "groups": point["groups"], "cr": point["cr"], "test_accuracy": point["test_accuracy"],
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": base["test_accuracy"],
                 "source_checkpoint_sha256": source_sha256, "code_version": __version__,
-                "selected_on": {"split": selection, "confidence": confidence, "bound": loosened(bound, target)}}
+                "selected_on": {"split": rule.split, "confidence": rule.confidence, "interval": rule.interval,
+                                "family": rule.family, "bound": loosened(bound, target)}}
         in_memory.apply(books)
         expected = in_memory.predictions().cpu().numpy()
         exported = ExportPoint(source=source, model=in_memory.model, books=books,

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from .bound import choose
+from .bound import SelectRule, choose
 from .evaluate import EvaluationSpec, measure_all, measurement_columns
 from .io import read_json, read_parquet, write_json, write_parquet
 from .search_methods import run_search
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: dict, front: pa.Table, baseline: dict,
-                 bound: float, confidence: float, rounds: int, search: dict) -> tuple[pa.Table, dict, list[dict]]:
+                 bound: float, rule: SelectRule, rounds: int, search: dict) -> tuple[pa.Table, dict, list[dict]]:
     """Up to ``rounds`` rounds; returns every front point of every round (for validation, in CR order),
     the last surrogate and one record per round."""
     features, positive = surrogate["features"], surrogate["positive"]
@@ -41,8 +41,10 @@ def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: d
         measured = measure_all(evaluator, [cands.codebooks_of(p["choice"]) for p in new], f"refine round {r}")
         rows = [{**p, **measurement_columns("calib_", m, base)} for p, m in zip(new, measured)]
         seen.update({tuple(r["choice"]): r for r in rows})
-        pick = choose(rows, baseline, bound, confidence)  # the search's own stopping rule: calibration
-        cr = rows[pick]["cr"] if pick is not None else None
+        # the search's own stopping rule: the report's choice among every point measured so far
+        everything = list(seen.values())
+        pick = choose(everything, baseline, bound, rule)
+        cr = everything[pick]["cr"] if pick is not None else None
         history.append({"round": r, "measured": len(rows), "r2_heldout": surrogate["r2_heldout"],
                         "best_calib_cr": cr, "samples": int(len(y))})
         log.info("refine round %d: %d new front points measured, surrogate held-out R2 %.3f, best CR chosen on "
@@ -65,10 +67,11 @@ def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: d
 
 
 def run(*, spec: EvaluationSpec, candidates: str, layers: str, samples: list[str], surrogate: str, front: str,
-        baseline: str, bound: float, confidence: float, refine: dict, search: dict, out_front: str,
-        out_rounds: str) -> None:
-    """``refine.rounds`` rounds (the ``refine`` section) with the ``search`` section's method; a round's
-    best CR is chosen on calibration at ``confidence`` (``select.confidence``)."""
+        baseline: str, bound: float, confidence: float, interval: str, family: str, refine: dict, search: dict,
+        out_front: str, out_rounds: str) -> None:
+    """``refine.rounds`` rounds (the ``refine`` section) with the ``search`` section's method; after each
+    round the best CR is chosen on calibration by the ``select`` section's ``confidence``, ``interval``
+    and ``family`` (the selection images, if any, are measured in validate)."""
     cands = CandidateSet.read(candidates, layers)
     table = read_samples(samples)
     base = read_json(baseline)
@@ -77,8 +80,8 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, samples: list[str
     rounds = refine["rounds"]
     if rounds > 0:
         ev = spec.evaluator("calib", cands.layer_names)
-        points, model, history = refine_front(ev, cands, table, model, points, base, bound, confidence,
-                                              rounds, search)
+        rule = SelectRule(confidence=confidence, split="calib", interval=interval, family=family)
+        points, model, history = refine_front(ev, cands, table, model, points, base, bound, rule, rounds, search)
         ev.release()
     else:
         history = []

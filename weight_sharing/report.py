@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .bound import allowed_loss, best_within, choose, meets_bound, split_difference_z  # noqa: E402
+from .bound import SelectRule, allowed_loss, best_within, choose, meets_bound, split_difference_z  # noqa: E402
 from .io import atomic_path, read_json, read_parquet, write_json  # noqa: E402
 from .job import STAGES  # noqa: E402
 from .tables import UNIFORM_GRANULARITIES, read_sweeps  # noqa: E402
@@ -106,33 +106,32 @@ def _finish(fig, ax, path, legend: bool = True) -> None:
     plt.close(fig)
 
 
-def choices(validated: list[dict], uniform: list[dict], baseline: dict, bound: float, confidence: float,
-            selection: str = "calib") -> dict:
-    """Every point the report names, chosen by ``selection`` (the calibration or the unlabelled selection
+def choices(validated: list[dict], uniform: list[dict], baseline: dict, bound: float, rule: SelectRule) -> dict:
+    """Every point the report names, chosen by ``rule`` (on the calibration or the unlabelled selection
     split; and the test-selected oracle, labelled)."""
-    out = {"best": choose(validated, baseline, bound, confidence, selection),
+    out = {"best": choose(validated, baseline, bound, rule),
            # the better of the uniform references (the highest selectable CR of either granularity)
-           "uniform": choose(uniform, baseline, bound, confidence, selection),
+           "uniform": choose(uniform, baseline, bound, rule),
            "oracle": best_within([v["cr"] for v in validated],
                                  meets_bound([v["test_accuracy"] for v in validated], baseline["test_accuracy"],
                                              bound))}
     for granularity in UNIFORM_GRANULARITIES:
         rows = [i for i, r in enumerate(uniform) if r["granularity"] == granularity]
-        pick = choose([uniform[i] for i in rows], baseline, bound, confidence, selection)
+        pick = choose([uniform[i] for i in rows], baseline, bound, rule)
         out[f"uniform_{granularity}"] = None if pick is None else rows[pick]
     for level in (0.99, 0.98):
-        out[f"best_{round(level * 100)}"] = choose(validated, baseline, level, confidence, selection)
-        out[f"uniform_{round(level * 100)}"] = choose(uniform, baseline, level, confidence, selection)
+        out[f"best_{round(level * 100)}"] = choose(validated, baseline, level, rule)
+        out[f"uniform_{round(level * 100)}"] = choose(uniform, baseline, level, rule)
     return out
 
 
-def network_summary(net: str, category: str, bound: float, confidence: float, baseline_json: str,
+def network_summary(net: str, category: str, bound: float, rule: SelectRule, baseline_json: str,
                     layers_parquet: str, surrogate_json: str, validated_parquet: str, uniform_parquet: str,
-                    export_parquet: str, benchmark_files: list[str], selection: str = "calib") -> dict:
+                    export_parquet: str, benchmark_files: list[str]) -> dict:
     """One row of the summary: the paper's table columns plus the uniform reference and stage times.
 
-    Every CR is chosen on calibration, or on the unlabelled selection images (``selection``), at
-    ``confidence``; its test accuracy is then reported as
+    Every CR is chosen on calibration, or on the unlabelled selection images, by ``rule``; its test
+    accuracy is then reported as
     measured, and ``*_test_meets_bound`` says whether it holds there. ``oracle_cr_selected_on_test``
     is the highest CR whose *test* accuracy meets the bound: a selected, optimistic figure, shown
     only for comparison.
@@ -143,7 +142,7 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
     v = read_parquet(validated_parquet).to_pylist()
     u = read_parquet(uniform_parquet).to_pylist()
     base = baseline["test_accuracy"]
-    pick = choices(v, u, baseline, bound, confidence, selection)
+    pick = choices(v, u, baseline, bound, rule)
 
     def at(rows, i, key):
         return None if i is None else rows[i][key]
@@ -151,7 +150,8 @@ def network_summary(net: str, category: str, bound: float, confidence: float, ba
     best, ubest = at(v, pick["best"], "cr"), at(u, pick["uniform"], "cr")
     ok = [x for x in v if x["selectable"]]
     row = {
-        "network": net, "category": category, "bound": bound, "confidence": confidence, "selection": selection,
+        "network": net, "category": category, "bound": bound, "confidence": rule.confidence, "selection": rule.split,
+        "interval": rule.interval, "family": rule.family,
         "layers": layers.num_rows,
         "weight_mb": float(np.sum(layers.column("weights").to_numpy()) * 4 / 1e6),
         "top1_test": base, "top1_calib": baseline["calib_accuracy"],
@@ -211,17 +211,17 @@ def run(*, net: str, category: str, bound: float, select: dict, baseline: str, l
         surrogate: str, predicted: str, refine: str, validated: str, uniform: str, export: str,
         benchmarks: list[str], out_sensitivity: str, out_fronts: str, out_summary: str) -> dict:
     """The network's plots and summary row; every point named is chosen by the ``select`` section."""
-    confidence, selection = select["confidence"], select["split"]
+    rule = SelectRule.from_config(select)
     base = read_json(baseline)
     plot_sensitivity(sweeps, out_sensitivity, net)
-    row = network_summary(net, category, bound, confidence, baseline, layers, surrogate, validated, uniform, export,
-                          benchmarks, selection)
+    row = network_summary(net, category, bound, rule, baseline, layers, surrogate, validated, uniform, export,
+                          benchmarks)
     rounds = read_json(refine)["rounds"]
     row["refine_rounds"] = "; ".join(
         f"round {r['round']}: R² {r['r2_heldout']:.3f}, best CR "
         + (f"{r['best_calib_cr']:.2f}" if r["best_calib_cr"] else "none") for r in rounds) or "off"
     plot_fronts(read_parquet(predicted), read_parquet(validated), read_parquet(uniform), base, bound, out_fronts,
                 f"{net} ({category}, bound {bound:.0%})", chosen=row["best_point"],
-                chosen_on="unlabelled images" if selection == "unlabelled" else "calibration")
+                chosen_on="unlabelled images" if rule.split == "unlabelled" else "calibration")
     write_json(row, out_summary)
     return row

@@ -39,9 +39,12 @@ def summary_markdown(rows: list[dict]) -> str:
             "| time [s] |")
     lines = ["# Weight-sharing exploration summary", "",
              "Every CR is **chosen without the test split**: the highest CR whose calibration loss meets the bound "
-             "(at the one-sided confidence in its row, from the paired comparison with the baseline on the same "
-             "images), or, where the row says 'unlabelled', whose fraction of changed predictions on the unlabelled "
-             "selection images does (top-1 can fall by at most that fraction). Its test loss is then reported as "
+             "by the test its row names (one-sided confidence; interval: exact, an exact paired test against the "
+             "baseline on the same images, or normal, its normal approximation; family: ascending, the points "
+             "tested from the lowest CR up, stopping at the first that fails, so that the confidence holds for the "
+             "chosen point, bonferroni, or none, each point alone), or, where the row says 'unlabelled', whose "
+             "fraction of changed predictions on the unlabelled selection images does (top-1 can fall by at most "
+             "that fraction). Its test loss is then reported as "
              "measured, flagged when the test accuracy falls below the "
              "bound. Uniform: every layer the same K, one codebook per tensor or one per group of output channels "
              "(sharing.group), with the same corrections, each chosen the same way. Gain: best CR / the better "
@@ -63,8 +66,8 @@ def summary_markdown(rows: list[dict]) -> str:
         al = (f"{_fmt(r['best_cr_calib_al'], pct=True)} / {_fmt(r['best_cr_test_al'], pct=True)}"
               f"{_flag(r['best_cr_test_meets_bound'])}")
         lines.append(
-            f"| {r['network']} | {r['category']} | {r['bound']:.0%} (conf. {r['confidence']:g}"
-            f"{', unlabelled' if r.get('selection') == 'unlabelled' else ''}) | {r['layers']} "
+            f"| {r['network']} | {r['category']} | {r['bound']:.0%} (conf. {r['confidence']:g}, "
+            f"{'unlabelled' if r.get('selection') == 'unlabelled' else r['interval']}, {r['family']}) | {r['layers']} "
             f"| {r['weight_mb']:.3f} | {_fmt(r['top1_calib'], pct=True)} / {_fmt(r['top1_test'], pct=True)}"
             f"{_draw_flag(r.get('baseline_split_z'))} "
             f"| {_fmt(r['best_cr'])} | {al} "

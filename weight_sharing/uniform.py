@@ -1,13 +1,14 @@
 """Stage uniform: every layer the same K, on both splits: the references a per-layer choice must beat
 (what a user gets from uniform palettization without any search).
 
-Two references, each at every K: one codebook per tensor (the paper's) and one per group of
+Two references: one codebook per tensor (the paper's) at every K, and one per group of
 ``sharing.group`` output channels (the per-channel palettization of coremltools and the like, at the
-granularity the search may choose), whatever ``sharing.granularity`` the search uses: the gain is
-stated against the better of the two, so it measures the search and not the format. The configured
-corrections apply to both (bias correction and BatchNorm re-estimation on every point; refit
-centroids wherever the sweep measured that codebook and kept its refit values; a per-group codebook
-the sweep did not measure is the k-means one, computed here).
+granularity the search may choose) at every K where its codebooks still compress, whatever
+``sharing.granularity`` the search uses: the gain is stated against the better of the two, so it
+measures the search and not the format. The configured corrections apply to both (bias correction
+and BatchNorm re-estimation on every point; refit centroids wherever the sweep measured that
+codebook and kept its refit values; a per-group codebook the sweep did not measure is the k-means
+one, computed here).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def uniform_group_codebooks(sweeps: dict[str, list[dict]], layers: list[dict], w
     return books
 
 
+def compressing_k(layers: list[dict], k_values: list[int], group: int) -> list[int]:
+    """The K of ``k_values`` at which one codebook per group of ``group`` output channels still compresses
+    (CR > 1): at larger K the codebooks outweigh the float weights, a reference no one would ship, and
+    clustering every channel there is the uniform stage's largest cost."""
+    n_weights = np.array([l["weights"] for l in layers])
+    groups = np.array([group_count(l["shape"][0], group) for l in layers])
+    return [int(k) for k in k_values
+            if compression_rates(n_weights, np.minimum(int(k), n_weights), groups) > 1]
+
+
 def run(*, spec: EvaluationSpec, sweeps: list[str], layers: str, baseline: str, k_values: list[int],
         group: int, max_bins: int, selection: str, out: str) -> None:
     """Every K of ``k_values`` (``grid.uniform_k_values``) per tensor and per group of ``group`` output
@@ -75,15 +86,16 @@ def run(*, spec: EvaluationSpec, sweeps: list[str], layers: str, baseline: str, 
     modules = dict(model.named_modules())
     weights = {n: modules[n].weight.detach().cpu().numpy() for n in names}
     group = int(group)
+    n_weights = np.array([l["weights"] for l in layer_table])
     tensor = uniform_codebooks(swept, layer_table, k_values)
     by_granularity = {
         "tensor": tensor,
-        "channel": uniform_group_codebooks(swept, layer_table, weights, k_values, group, int(max_bins), tensor),
+        "channel": uniform_group_codebooks(swept, layer_table, weights, compressing_k(layer_table, k_values, group),
+                                           group, int(max_bins), tensor),
     }
     points = [(g, k, books[k]) for g, books in by_granularity.items() for k in sorted(books)]
     measured = measure_splits(spec, names, [b for _, _, b in points], read_json(baseline), "uniform",
                               splits=splits_for(selection), model=model)
-    n_weights = np.array([l["weights"] for l in layer_table])
     rows = []
     for (granularity, k, books), m in zip(points, measured):
         groups = [books[n].groups for n in names]

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from .bound import meets_bound, selectable_rows
+from .bound import SelectRule, meets_bound, selectable_rows
 from .evaluate import EvaluationSpec, measure_splits, splits_for
 from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
 from .tables import CALIB_COLUMNS, VALIDATED_SCHEMA, CandidateSet
 
 
-def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float,
-                   confidence: float, selection: str = "calib") -> pa.Table:
+def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float, rule: SelectRule) -> pa.Table:
     """The predicted points with their measurements.
 
-    ``selectable``: the point may be chosen (by ``selection``: its calibration loss, or its
-    changed predictions on the selection images, meets the bound at ``confidence``);
+    ``selectable``: the point may be chosen (by ``rule``: its calibration loss, or its changed
+    predictions on the selection images, meets the bound at the rule's confidence, among the front);
     ``test_within_bound``: its test accuracy meets the bound (reported, never used to choose);
     ``on_front``: the Pareto set on the test split (for the plot).
     """
@@ -32,7 +31,7 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
             for r, m in zip(front.to_pylist(), measured)]
     if rows:
         mask = pareto_mask([r["cr"] for r in rows], [r["test_al"] for r in rows])
-        ok = selectable_rows(rows, baseline, bound, confidence, selection)
+        ok = selectable_rows(rows, baseline, bound, rule)
         within = meets_bound([r["test_accuracy"] for r in rows], baseline["test_accuracy"], bound)
         for r, m, c, w in zip(rows, mask, ok, within):
             r["on_front"], r["selectable"], r["test_within_bound"] = bool(m), bool(c), bool(w)
@@ -57,4 +56,4 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, front: str, basel
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
         measured = measure_splits(spec, cands.layer_names, books, base, "validate", splits=splits)
-    write_parquet(validate_front(table, measured, base, bound, select["confidence"], select["split"]), out)
+    write_parquet(validate_front(table, measured, base, bound, SelectRule.from_config(select)), out)
