@@ -104,8 +104,7 @@ def check_network(config: dict, net: str) -> list[dict]:
                               "held-out selection images; set demo.n_select >= 1 (digits held out of training) or "
                               "select.split: calib")
         demo = config["demo"]
-        check_selection_images(config, net, demo["n_select"] if config["select"]["split"] == "unlabelled"
-                               else demo["n_calib"])
+        check_selection_images(config, net, demo["n_calib"], demo["n_select"])
         return layer_records(model, DEMO_IMAGE_SHAPE)
     if "data" not in net_cfg:
         raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
@@ -144,7 +143,7 @@ def check_network(config: dict, net: str) -> list[dict]:
                        splits=("calib", SELECT) if SELECT in info else ("calib",))
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc}") from exc
-    check_selection_images(config, net, info[SELECT] if config["select"]["split"] == "unlabelled" else info["calib"])
+    check_selection_images(config, net, info["calib"], info.get(SELECT))
     return layer_records(model, info["image_shape"])
 
 
@@ -200,13 +199,15 @@ class TooFewImagesWarning(UserWarning):
     """No point can be chosen on so few images: the run measures and exports the closest, flagged."""
 
 
-def check_selection_images(config: dict, net: str, images: int) -> None:
-    """A warning, before any job, when no point could ever be chosen on ``images`` images (calibration, or
-    the selection images under ``select.split: unlabelled``): not even one that changes no prediction
-    passes the rule. Not an error: the run still measures every point and exports the closest, flagged."""
+def check_selection_images(config: dict, net: str, calib_images: int, select_images: int | None = None) -> None:
+    """A warning, before any job, when no point could ever be chosen on the images the rule decides on (the
+    calibration images, or the selection images under ``select.split: unlabelled``): not even one that
+    changes no prediction passes the rule. Not an error: the run still measures every point and exports
+    the closest, flagged."""
     from .bound import SelectRule, images_needed, passes_unchanged
 
     rule, bound = SelectRule.from_config(config["select"]), network_bound(config, net)
+    images = select_images if rule.split == "unlabelled" else calib_images
     if passes_unchanged(images, bound, rule):
         return
     what = "selection" if rule.split == "unlabelled" else "calibration"
