@@ -12,6 +12,12 @@ def checkpoint_input(wildcards):
     return [path] if path else []
 
 
+def demo_init_input(wildcards):
+    """The pretrained weights a demo network is fine-tuned from, if any."""
+    path = wscfg.network_paths(RESULTS, wildcards.net, config["networks"][wildcards.net])["init"]
+    return [path] if path else []
+
+
 def data_input(wildcards):
     return wscfg.network_paths(RESULTS, wildcards.net, config["networks"][wildcards.net])["npz"]
 

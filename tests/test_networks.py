@@ -9,7 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from weight_sharing.config import ConfigError, architecture_layers, check_config, load_config, validate_schema
+from weight_sharing.config import (
+    ConfigError,
+    architecture_layers,
+    check_config,
+    demo_image_shape,
+    load_config,
+    network_demo,
+    validate_schema,
+)
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.kmeans import kmeans_grid
@@ -17,7 +25,8 @@ from weight_sharing.models import architecture, build_model, create_model, layer
 from weight_sharing.packed import export_compressed, load_compressed
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = [REPO / "config.yaml", REPO / "configs/imagenet.yaml", REPO / "configs/benchmark.yaml"]
+SHIPPED = [REPO / "config.yaml", REPO / "configs/imagenet.yaml", REPO / "configs/benchmark.yaml",
+           REPO / "configs/transfer.yaml"]
 TV_AUX = {"googlenet", "inception_v3"}
 
 
@@ -84,7 +93,7 @@ def test_every_shipped_network_builds_and_runs(path, offline_weights, tmp_path):
         model_cfg = net_cfg["model"]
         model = create_model({**architecture(model_cfg), "pretrained": False}).eval()
         if net_cfg.get("demo"):
-            shape = (1, 28, 28)
+            shape = demo_image_shape(network_demo(cfg, net))
         else:
             from weight_sharing.decode import model_preprocessing
 

