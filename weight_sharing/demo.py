@@ -222,10 +222,13 @@ def load_shipped(entry: dict) -> dict[str, torch.Tensor]:
     return state
 
 
-def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str) -> None:
+def run(*, model: dict, demo: dict, out_data: str, out_checkpoint: str, init: str | None = None) -> None:
     """The split of the ``demo`` section saved in the evaluation .npz format (train images included, and
     ``x_select``, the unlabelled selection images, with ``n_select`` > 0), and the ``model``'s weights: the
-    shipped checkpoint of these settings (``demo.weights: auto``), else trained on the split."""
+    shipped checkpoint of these settings (``demo.weights: auto``), else trained on the split (fine-tuned from
+    ``init``, the resolved path of ``model.checkpoint``, when given)."""
+    if init is not None:
+        model = {**model, "checkpoint": init}
     arrays = demo_splits(demo)
     log.info("demo data: %s, tensor hash %s", {k: v.shape for k, v in arrays.items()}, tensor_hash(arrays))
     source = demo.get("weights", "auto")
