@@ -289,6 +289,9 @@ class Correction:
     statistics: ClassVar[tuple[str, ...]] = ()
     # True when ``apply`` may leave its work to the evaluator's next pass (``during_pass``)
     defers_to_pass: bool = False
+    # True when the evaluator may resume its passes after a layer (``Evaluator.resumed_at``): the correction
+    # changes nothing before the layers it is applied to, and needs no pass of its own over the whole network
+    resumable: bool = True
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         pass
@@ -298,6 +301,10 @@ class Correction:
 
     def during_pass(self, evaluator) -> contextlib.AbstractContextManager:
         """A context the evaluator's next pass over its split runs in (nothing, unless ``apply`` deferred)."""
+        return contextlib.nullcontext()
+
+    def prefix_pass(self, evaluator) -> contextlib.AbstractContextManager:
+        """The context the one pass computing the resumed passes' prefix runs in (``Evaluator.resumed_at``)."""
         return contextlib.nullcontext()
 
     def restore(self, evaluator, names) -> None:
@@ -376,6 +383,9 @@ class BatchNormReestimation(Correction):
         compiled = evaluator.forward is not evaluator.model
         self.defers_to_pass = bool(self.batchnorms) and not self.own_source and not compiled and (
             evaluator.n <= evaluator.batch_size)
+        # resumed passes re-estimate only the BatchNorms after the swept layer, so the prefix must take its
+        # statistics as a measurement does: from the one calibration batch itself
+        self.resumable = self.defers_to_pass or not self.batchnorms
         self.pending = False
 
     def _state(self) -> list[tuple[torch.Tensor, ...]]:
@@ -422,6 +432,14 @@ class BatchNormReestimation(Correction):
             return contextlib.nullcontext()
         self.pending = False
         return self._reestimating()
+
+    @contextlib.contextmanager
+    def prefix_pass(self, evaluator):
+        """The prefix's BatchNorms normalise the batch with its own statistics, as in every measurement
+        pass (``defers_to_pass``); their trained statistics are put back after."""
+        with self._reestimating():
+            yield
+        self.restore(evaluator, [])
 
     @torch.no_grad()
     def restore(self, evaluator, names) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -31,12 +32,14 @@ from .codebook import Codebook
 from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics
 from .data import SELECT, Split, load_split
 from .models import build_model, shared_layers
+from .resume import LayerSplit, SplitModel
 from .sharing import shared_weight
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESIDENT_FRACTION = 0.25  # a split stays on the GPU when it takes at most this share of free memory
+RESUMED_FRACTION = 0.25  # a resumed pass's cached prefix values take at most this share of free memory
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -68,7 +71,9 @@ class Measurement:
 
 
 # images pushed through a network by this process (every pass of every evaluator, corrections' passes
-# included): what an exploration costs, whatever the machine; each job logs it at exit (``job.setup``)
+# included): what an exploration costs, whatever the machine; each job logs it at exit (``job.setup``). A
+# resumed pass (``Evaluator.resumed_at``) counts each image as the share of the network's Conv/Linear
+# multiply-accumulates it computes, and so does the one pass computing its cached prefix
 IMAGE_FORWARDS = {"images": 0}
 
 
@@ -114,6 +119,8 @@ class Evaluator:
                 self.device)[0]
         self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._split_model: SplitModel | None = None
+        self._resumed: tuple[LayerSplit, list[tuple[int, tuple]]] | None = None
         self.corrections = [CORRECTIONS[c]() if isinstance(c, str) else c for c in corrections]
 
         def calibration_evaluator():
@@ -130,7 +137,7 @@ class Evaluator:
 
     def release(self) -> None:
         """Free the device memory held for the split and the reference outputs."""
-        self.x = self._reference = None
+        self.x = self._reference = self._resumed = None
         for c in self.corrections:
             c.release()
         if self.device.type == "cuda":
@@ -167,12 +174,74 @@ class Evaluator:
         with self._autocast(), contextlib.ExitStack() as riding:
             for c in self.corrections:
                 riding.enter_context(c.during_pass(self))
+            if self._resumed is not None:
+                split, cached = self._resumed
+                for i, values in cached:
+                    logits = split.suffix(*values).float()
+                    reduce(i, logits)
+                    IMAGE_FORWARDS["images"] += len(logits) * split.share
+                return
             for i, xb in self._batches():
                 xb = (xb.float() - self.mean) / self.std
                 if self.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 reduce(i, self.forward(xb).float())
                 IMAGE_FORWARDS["images"] += len(xb)
+
+    def _free_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.mem_get_info(self.device)[0]
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+            return 0
+
+    def _split_at(self, layer: str) -> LayerSplit | None:
+        """The model split at ``layer`` where resumed passes measure what whole ones do, else None (logged)."""
+        why = None
+        if self.forward is not self.model:
+            why = "the forward is compiled"
+        elif not all(c.resumable for c in self.corrections):
+            why = "a correction needs passes of the whole network (BatchNorm re-estimation over several batches)"
+        if why is None:
+            if self._split_model is None:
+                self._split_model = SplitModel(self.model, tuple(self.split.x.shape[1:]))
+            split = self._split_model.split(layer)
+            if split is None:
+                return None
+            need, free = split.bytes_per_image * self.n, self._free_bytes()
+            if need <= RESUMED_FRACTION * free:
+                return split
+            why = f"its cached values would take {need / 2**20:.0f} MiB of {free / 2**20:.0f} MiB free"
+        log.info("resumed passes off for %s: %s", layer, why)
+        return None
+
+    @contextlib.contextmanager
+    def resumed_at(self, layer: str):
+        """Passes in this context compute only what ``layer``'s output reaches: the rest of the forward
+        (the layer's input, the skip connections around it) is computed once on entering, with the model
+        as it is then, and cached for the split (``resume``). Only ``layer`` and the layers after it may be
+        applied inside; where the model cannot be split, the passes run the whole network."""
+        split = self._split_at(layer)
+        if split is None:
+            yield self
+            return
+        self.reference()  # with the whole network, before the passes resume
+        cached = []
+        with torch.inference_mode(), self._autocast(), contextlib.ExitStack() as riding:
+            for c in self.corrections:
+                riding.enter_context(c.prefix_pass(self))
+            for i, xb in self._batches():
+                xb = (xb.float() - self.mean) / self.std
+                if self.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                cached.append((i, split.prefix(xb)))
+                IMAGE_FORWARDS["images"] += len(xb) * (1.0 - split.share)
+        self._resumed = (split, cached)
+        try:
+            yield self
+        finally:
+            self._resumed = None
 
     def predictions(self) -> torch.Tensor:
         """Top-1 class of every image (int64, on the device)."""
@@ -239,6 +308,9 @@ class Evaluator:
         """Replace each named layer's weights by its codebook values (others untouched), then correct."""
         if self._reference is None and any(c.defers_to_pass for c in self.corrections):
             self.reference()  # before a correction waits for the next pass, which the reference's must not be
+        if self._resumed is not None and not set(codebooks) <= self._resumed[0].modules:
+            raise RuntimeError(f"apply: {sorted(set(codebooks) - self._resumed[0].modules)} come before the layer "
+                               f"the passes resume at ({self._resumed[0].layer})")
         for name, cb in codebooks.items():
             _, shared = shared_weight(self.originals[name], cb)
             self.layers[name].weight.copy_(shared)
