@@ -290,8 +290,11 @@ class Correction:
     # True when ``apply`` may leave its work to the evaluator's next pass (``during_pass``)
     defers_to_pass: bool = False
     # True when the evaluator may resume its passes after a layer (``Evaluator.resumed_at``): the correction
-    # changes nothing before the layers it is applied to, and needs no pass of its own over the whole network
+    # changes nothing before the layers it is applied to, and any pass of its own runs over the evaluator
     resumable: bool = True
+    # True when ``apply`` runs a pass of its own over the evaluator (in ``Evaluator.taking_statistics``):
+    # resumed, that pass reads prefix values computed as the whole network's statistics pass computes them
+    statistics_pass: bool = False
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         pass
@@ -303,8 +306,9 @@ class Correction:
         """A context the evaluator's next pass over its split runs in (nothing, unless ``apply`` deferred)."""
         return contextlib.nullcontext()
 
-    def prefix_pass(self, evaluator) -> contextlib.AbstractContextManager:
-        """The context the one pass computing the resumed passes' prefix runs in (``Evaluator.resumed_at``)."""
+    def prefix_pass(self, evaluator, statistics: bool = False) -> contextlib.AbstractContextManager:
+        """The context the pass computing the resumed passes' prefix values runs in (``Evaluator.resumed_at``):
+        those of the measurements, or (``statistics``) those of the correction's own statistics passes."""
         return contextlib.nullcontext()
 
     def restore(self, evaluator, names) -> None:
@@ -383,9 +387,10 @@ class BatchNormReestimation(Correction):
         compiled = evaluator.forward is not evaluator.model
         self.defers_to_pass = bool(self.batchnorms) and not self.own_source and not compiled and (
             evaluator.n <= evaluator.batch_size)
-        # resumed passes re-estimate only the BatchNorms after the swept layer, so the prefix must take its
-        # statistics as a measurement does: from the one calibration batch itself
-        self.resumable = self.defers_to_pass or not self.batchnorms
+        # resumed passes re-estimate only the BatchNorms after the swept layer: the prefix's take theirs once
+        # (``prefix_pass``), from the passes over the evaluator's own images
+        self.resumable = not self.batchnorms or not self.own_source
+        self.statistics_pass = bool(self.batchnorms) and not self.defers_to_pass
         self.pending = False
 
     def _state(self) -> list[tuple[torch.Tensor, ...]]:
@@ -424,7 +429,7 @@ class BatchNormReestimation(Correction):
         if self.defers_to_pass:
             self.pending = True  # the next pass over the calibration batch re-estimates and measures
             return
-        with self._reestimating():
+        with self._reestimating(), self.source.taking_statistics():
             self.source.predictions()
 
     def during_pass(self, evaluator) -> contextlib.AbstractContextManager:
@@ -434,12 +439,17 @@ class BatchNormReestimation(Correction):
         return self._reestimating()
 
     @contextlib.contextmanager
-    def prefix_pass(self, evaluator):
-        """The prefix's BatchNorms normalise the batch with its own statistics, as in every measurement
-        pass (``defers_to_pass``); their trained statistics are put back after."""
-        with self._reestimating():
+    def prefix_pass(self, evaluator, statistics: bool = False):
+        """The prefix's BatchNorms computed as in the passes resumed after it: in the statistics pass, taking
+        statistics batch by batch (they keep them); in the measurement's, normalising with the statistics of
+        that pass, or, deferred, the batch's own. Their trained statistics are put back after."""
+        if statistics or self.defers_to_pass:
+            with self._reestimating():
+                yield
+        else:
             yield
-        self.restore(evaluator, [])
+        if not statistics:
+            self.restore(evaluator, [])
 
     @torch.no_grad()
     def restore(self, evaluator, names) -> None:

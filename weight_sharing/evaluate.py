@@ -120,7 +120,10 @@ class Evaluator:
         self.x = torch.from_numpy(np.array(split.x)).to(self.device) if resident else None
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
         self._split_model: SplitModel | None = None
-        self._resumed: tuple[LayerSplit, list[tuple[int, tuple]]] | None = None
+        # resumed passes: the split, and the prefix values of its measurement passes and of its corrections'
+        # statistics passes (``taking_statistics``), per batch
+        self._resumed: tuple[LayerSplit, list[tuple[int, tuple]], list[tuple[int, tuple]]] | None = None
+        self._taking_statistics = False
         self.corrections = [CORRECTIONS[c]() if isinstance(c, str) else c for c in corrections]
 
         def calibration_evaluator():
@@ -175,8 +178,8 @@ class Evaluator:
             for c in self.corrections:
                 riding.enter_context(c.during_pass(self))
             if self._resumed is not None:
-                split, cached = self._resumed
-                for i, values in cached:
+                split, measured, statistics = self._resumed
+                for i, values in statistics if self._taking_statistics else measured:
                     logits = split.suffix(*values).float()
                     reduce(i, logits)
                     IMAGE_FORWARDS["images"] += len(logits) * split.share
@@ -202,14 +205,15 @@ class Evaluator:
         if self.forward is not self.model:
             why = "the forward is compiled"
         elif not all(c.resumable for c in self.corrections):
-            why = "a correction needs passes of the whole network (BatchNorm re-estimation over several batches)"
+            why = "a correction takes its statistics from other images"
         if why is None:
             if self._split_model is None:
                 self._split_model = SplitModel(self.model, tuple(self.split.x.shape[1:]))
             split = self._split_model.split(layer)
             if split is None:
                 return None
-            need, free = split.bytes_per_image * self.n, self._free_bytes()
+            copies = 2 if any(c.statistics_pass for c in self.corrections) else 1
+            need, free = split.bytes_per_image * self.n * copies, self._free_bytes()
             if need <= RESUMED_FRACTION * free:
                 return split
             why = f"its cached values would take {need / 2**20:.0f} MiB of {free / 2**20:.0f} MiB free"
@@ -227,21 +231,39 @@ class Evaluator:
             yield self
             return
         self.reference()  # with the whole network, before the passes resume
-        cached = []
-        with torch.inference_mode(), self._autocast(), contextlib.ExitStack() as riding:
-            for c in self.corrections:
-                riding.enter_context(c.prefix_pass(self))
-            for i, xb in self._batches():
-                xb = (xb.float() - self.mean) / self.std
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                cached.append((i, split.prefix(xb)))
-                IMAGE_FORWARDS["images"] += len(xb) * (1.0 - split.share)
-        self._resumed = (split, cached)
+        statistics = None
+        if any(c.statistics_pass for c in self.corrections):  # first: it leaves the statistics it takes
+            statistics = self._prefix_values(split, statistics=True)
+        measured = self._prefix_values(split)
+        self._resumed = (split, measured, measured if statistics is None else statistics)
         try:
             yield self
         finally:
             self._resumed = None
+
+    def _prefix_values(self, split: LayerSplit, statistics: bool = False) -> list[tuple[int, tuple]]:
+        """Per batch, what ``split.suffix`` takes, computed as the measurement passes (or, ``statistics``,
+        the corrections' statistics passes) of the whole network compute it."""
+        values = []
+        with torch.inference_mode(), self._autocast(), contextlib.ExitStack() as riding:
+            for c in self.corrections:
+                riding.enter_context(c.prefix_pass(self, statistics=statistics))
+            for i, xb in self._batches():
+                xb = (xb.float() - self.mean) / self.std
+                if self.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                values.append((i, split.prefix(xb)))
+                IMAGE_FORWARDS["images"] += len(xb) * (1.0 - split.share)
+        return values
+
+    @contextlib.contextmanager
+    def taking_statistics(self):
+        """Passes in this context are a correction's statistics pass (``Correction.statistics_pass``)."""
+        self._taking_statistics = True
+        try:
+            yield
+        finally:
+            self._taking_statistics = False
 
     def predictions(self) -> torch.Tensor:
         """Top-1 class of every image (int64, on the device)."""
