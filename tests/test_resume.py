@@ -1,6 +1,5 @@
 """Resumed passes (``resume``, ``Evaluator.resumed_at``): a sweep row runs only what its layer's output
 reaches, and measures exactly what a pass of the whole network does."""
-import contextlib
 import logging
 
 import numpy as np
@@ -57,38 +56,32 @@ def test_prefix_then_suffix_is_the_forward_at_every_shared_layer(name):
     assert np.mean(shares) < 0.7
 
 
-def _sweep_evaluator(model, split, batch_size=1000):
+def _sweep_evaluator(model, split, batch_size=1000, resume=True):
     stats_ev = Evaluator(model, split, batch_size=batch_size, device="cpu")
     raw = gather_statistics(stats_ev, second_moment=True)
     statistics = {w: {l: raw[l][w] for l in raw} for w in ("mean", "second")}
     ev = Evaluator(model, split, batch_size=batch_size, device="cpu", corrections=["bias", "bn"],
-                   statistics=statistics, calibration=split)
+                   statistics=statistics, calibration=split, resume=resume)
     ev.reference()  # computed once, before either sweep counts its forwards
     return ev, {l: (statistics["second"][l], statistics["mean"][l]) for l in raw}
 
 
-def _whole_network(self, layer):
-    yield self
+def _sweep(ev, layers, refit, resumed):
+    ev.resume = resumed
+    before = IMAGE_FORWARDS["images"]
+    table = sweep_layers(ev, layers, [2, 8], ev.accuracy(), max_bins=1 << 16, refit=refit)[0]
+    return table.drop(["seconds"]), IMAGE_FORWARDS["images"] - before
 
 
-def _sweep(ev, layers, refit, resumed, monkeypatch):
-    with monkeypatch.context() as m:
-        if not resumed:
-            m.setattr(Evaluator, "resumed_at", contextlib.contextmanager(_whole_network))
-        before = IMAGE_FORWARDS["images"]
-        table = sweep_layers(ev, layers, [2, 8], ev.accuracy(), max_bins=1 << 16, refit=refit)[0]
-        return table.drop(["seconds"]), IMAGE_FORWARDS["images"] - before
-
-
-def test_resumed_sweep_is_the_whole_network_sweep(monkeypatch):
+def test_resumed_sweep_is_the_whole_network_sweep():
     """With every correction on (bias, BatchNorm re-estimation, refit values), the rows are identical and
     the network's work is cut by the layers' shares."""
     ev, refit = _sweep_evaluator(_eca_resnet(), _split())
     state = {k: v.clone() for k, v in ev.model.state_dict().items()}
     layers = [l for l in ev.originals][1::3]
     assert any(l.endswith("se.conv") for l in layers)
-    whole, whole_forwards = _sweep(ev, layers, {l: refit[l] for l in layers}, False, monkeypatch)
-    resumed, resumed_forwards = _sweep(ev, layers, {l: refit[l] for l in layers}, True, monkeypatch)
+    whole, whole_forwards = _sweep(ev, layers, {l: refit[l] for l in layers}, False)
+    resumed, resumed_forwards = _sweep(ev, layers, {l: refit[l] for l in layers}, True)
     assert whole.equals(resumed)
     assert resumed_forwards < 0.8 * whole_forwards
     after = ev.model.state_dict()  # the weights and the BatchNorm statistics are put back
@@ -132,24 +125,24 @@ class _Reused(nn.Module):
 
 @pytest.mark.parametrize("model, reason", [(_DataDependent(), "torch.fx cannot trace"),
                                            (_Reused(), "calls it 2 times")])
-def test_an_unsplittable_model_runs_the_whole_network(model, reason, caplog, monkeypatch):
+def test_an_unsplittable_model_runs_the_whole_network(model, reason, caplog):
     ev, refit = _sweep_evaluator(model, _split(n=16, px=8))
     with caplog.at_level(logging.INFO, logger="weight_sharing"):
-        resumed, forwards = _sweep(ev, ["conv"], refit, True, monkeypatch)
+        resumed, forwards = _sweep(ev, ["conv"], refit, True)
     assert reason in caplog.text
-    whole, whole_forwards = _sweep(ev, ["conv"], refit, False, monkeypatch)
+    whole, whole_forwards = _sweep(ev, ["conv"], refit, False)
     assert resumed.equals(whole) and forwards == whole_forwards
 
 
-def test_batchnorm_over_several_batches_is_resumed_too(monkeypatch):
+def test_batchnorm_over_several_batches_is_resumed_too():
     """BatchNorm statistics re-estimated over several batches take a pass of their own before each
     measurement: resumed, it reads the prefix values the whole network's statistics pass computes (the
     prefix's BatchNorms taking statistics batch by batch), and the rows are the same."""
     ev, refit = _sweep_evaluator(_eca_resnet(), _split(n=24), batch_size=8)
     assert any(c.statistics_pass for c in ev.corrections)
     layers = list(ev.originals)[4:6]
-    resumed, forwards = _sweep(ev, layers, refit, True, monkeypatch)
-    whole, whole_forwards = _sweep(ev, layers, refit, False, monkeypatch)
+    resumed, forwards = _sweep(ev, layers, refit, True)
+    whole, whole_forwards = _sweep(ev, layers, refit, False)
     assert resumed.equals(whole) and forwards < 0.8 * whole_forwards
 
 

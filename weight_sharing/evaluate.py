@@ -83,13 +83,15 @@ class Evaluator:
     ``corrections``: keys of ``correct.CORRECTIONS`` (or Correction instances) applied after every
     combination of codebooks; ``statistics``: the calibration statistics they read (what -> layer ->
     array); ``calibration``: the calibration split, for corrections that pass over its images
-    (BatchNorm re-estimation; the evaluated split itself when it is the same object).
+    (BatchNorm re-estimation; the evaluated split itself when it is the same object); ``resume``: False
+    runs the whole network in every pass, also inside ``resumed_at`` (the same measurements, for comparing).
     """
 
     def __init__(self, model: nn.Module, split: Split, batch_size: int = 1000, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
                  layers=None, resident: bool | None = None, corrections: Sequence[str | Correction] = (),
-                 statistics: Mapping[str, Mapping[str, np.ndarray]] | None = None, calibration: Split | None = None):
+                 statistics: Mapping[str, Mapping[str, np.ndarray]] | None = None, calibration: Split | None = None,
+                 resume: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"evaluation.precision: {precision!r}; allowed: {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -97,6 +99,7 @@ class Evaluator:
         self.device = resolve_device(device)
         self.dtype = PRECISIONS[precision]
         self.batch_size = batch_size
+        self.resume = resume
         self.channels_last = channels_last and split.x.ndim == 4
         model = model.eval().to(self.device)
         if self.channels_last:
@@ -202,7 +205,9 @@ class Evaluator:
     def _split_at(self, layer: str) -> LayerSplit | None:
         """The model split at ``layer`` where resumed passes measure what whole ones do, else None (logged)."""
         why = None
-        if self.forward is not self.model:
+        if not self.resume:
+            why = "switched off (resume=False)"
+        elif self.forward is not self.model:
             why = "the forward is compiled"
         elif not all(c.resumable for c in self.corrections):
             why = "a correction takes its statistics from other images"
