@@ -121,7 +121,7 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
         "networks": {
             "rn": timm_network(folder, timm_ckpt),
             "gnet": {"category": "heavy", "model": {**gnet, "checkpoint": str(gpath)},
-                     "data": {"root": str(folder), "calib_per_class": 2, "image_size": 64}},
+                     "data": {"root": str(folder), "calib_per_class": 2, "image_size": 48}},
         },
         "evaluation": {"batch_size": 64},
         # few K: the ResNet's widest layers (512 channels of 4,608 weights) refit per channel in every row
@@ -142,7 +142,7 @@ def test_workflow_on_image_folder_with_timm_and_torchvision(tmp_path, timm_ckpt)
     assert proc.returncode == 0, proc.stderr[-4000:]
     from weight_sharing.packed import load_compressed
 
-    for net, crop in (("rn", 32), ("gnet", 64)):
+    for net, crop in (("rn", 32), ("gnet", 48)):
         root = tmp_path / "results" / net
         with np.load(root / "data.npz") as z:
             assert z["x_calib"].shape == (8, 3, crop, crop) and z["x_test"].shape == (16, 3, crop, crop)
