@@ -33,9 +33,20 @@ class Net(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def make_point(k_pw=32):
+class SamePaddedNet(Net):
+    """A TF-ported stem (timm's Conv2dSame, as in tf_efficientnet_lite*): padding computed from the input's
+    shape in the forward, uneven at stride 2 on 12 px (none before, one row and column after)."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import Conv2dSame
+
+        self.stem = Conv2dSame(3, 8, 3, stride=2)
+
+
+def make_point(k_pw=32, net=Net):
     torch.manual_seed(0)
-    source = Net().eval()
+    source = net().eval()
     with torch.no_grad():
         source.bn.running_mean.uniform_(-0.2, 0.2)
         source.bn.running_var.uniform_(0.5, 2.0)
@@ -119,6 +130,19 @@ def test_coreml_package_reads_back_and_every_lut_decodes_to_the_shared_weights(t
     entry = 16 if lut_dtype == "float16" else 32
     assert row["index_bits"] == 2 * 216 + 1 * 72 + 6 * 128 + 2 * 160
     assert row["codebook_bits"] == entry * (4 + 8 * 2 + 64 + 10 * 4)
+
+
+def test_coreml_converts_timm_same_padding_at_the_packages_input_shape(tmp_path):
+    """coremltools cannot convert a padding computed from a traced shape (the export of a real
+    tf_efficientnet_lite1 failed so): the package pads by the constant that shape gives, and predicts what
+    the validated model predicts."""
+    from weight_sharing.formats.coreml import export, read_luts
+
+    point, _ = make_point(net=SamePaddedNet)
+    out = tmp_path / "same.mlpackage"
+    row = export(point, str(out), {"lut_dtype": "float32"})
+    assert row["predictions_differing"] == 0
+    assert set(read_luts(str(out))[0]) == set(point.books)
 
 
 def test_coreml_keeps_a_layer_no_lut_holds_dense(tmp_path, monkeypatch):

@@ -12,11 +12,14 @@ and listed. LUT entries are float16 by default (``export.coreml.lut_dtype``), fl
 Core ML does not run on Linux: the package is
 read back, every LUT op decoded and compared with the validated shared weights (bit-exact for
 float32 entries; for float16, equal to their float16 rounding), and the model with the decoded
-weights is measured in PyTorch on every test image.
+weights is measured in PyTorch on every test image. timm's "same"-padded convolutions (TF ports) pad by
+the constant the package's fixed input shape gives (the converter cannot take a padding computed from a
+traced shape).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -71,6 +74,40 @@ def read_luts(path: str) -> tuple[dict, dict]:
     return out, meta
 
 
+def _same_padding_made_static(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
+    """timm's "same"-padded convolutions (``Conv2dSame``: the TF ports, e.g. ``tf_efficientnet_lite*``)
+    compute their padding from the input's shape in every forward, which Core ML's converter cannot take
+    (an ``int`` of a traced size); at the package's fixed input shape that padding is a constant, so each
+    pads by the constant it computes on ``example`` (the same values: TF's padding, extra row and column at
+    the end). Returns the modules changed."""
+    try:
+        from timm.layers import Conv2dSame
+        from timm.layers.padding import get_same_padding
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return []
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, Conv2dSame)}
+    sizes = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, tuple(args[0].shape[-2:])))
+             for m in convs.values()]
+    with torch.no_grad():
+        model(example)
+    for h in hooks:
+        h.remove()
+
+    def static_forward(m, pad, x):
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pad), m.weight, m.bias, m.stride, 0,
+                                          m.dilation, m.groups)
+
+    for m in convs.values():
+        if m not in sizes:  # not called by the forward
+            continue
+        (ih, iw), (kh, kw) = sizes[m], m.weight.shape[-2:]
+        ph = get_same_padding(ih, kh, m.stride[0], m.dilation[0])
+        pw = get_same_padding(iw, kw, m.stride[1], m.dilation[1])
+        m.forward = functools.partial(static_forward, m, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return [n for n, m in convs.items() if m in sizes]
+
+
 def export(point: ExportPoint, out: str, options: dict) -> dict:
     import coremltools as ct
     import coremltools.optimize as cto
@@ -84,6 +121,9 @@ def export(point: ExportPoint, out: str, options: dict) -> dict:
     target = ct.target.iOS18
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.remove_passes(WEIGHT_CHANGING_PASSES)
+    if static := _same_padding_made_static(model, example):
+        log.info("coreml: %d 'same'-padded convolutions pad by the constants of the %s input", len(static),
+                 "x".join(map(str, example.shape[1:])))
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
     mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=tuple(example.shape))],
