@@ -3,6 +3,7 @@ Core ML package reads back and every LUT op decodes to the validated shared weig
 per-channel codebooks, a depthwise and a Linear layer, BatchNorm, a 5-bit layer (Core ML widens it) and
 a layer of more than 256 values (Core ML keeps it dense)."""
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ class SamePaddedNet(Net):
         self.stem = Conv2dSame(3, 8, 3, stride=2)
 
 
-def make_point(k_pw=32, net=Net):
+def make_point(k_pw=32, net=Net, tiny=False):
     torch.manual_seed(0)
     source = net().eval()
     with torch.no_grad():
@@ -55,6 +56,8 @@ def make_point(k_pw=32, net=Net):
              "dw": grouped_codebooks(w["dw"], [2], 1, 1 << 16)[2],               # depthwise, per channel
              "pw": kmeans_grid(w["pw"].ravel(), [k_pw])[k_pw],                    # per tensor, 5 bits
              "fc": grouped_codebooks(w["fc"], [4], 1, 1 << 16)[4]}               # Linear, per channel
+    if tiny:  # a shared value too small for float16 (numpy rounds it to 0, coremltools to 2^-24)
+        books["stem"] = replace(books["stem"], centroids=np.r_[7.45e-9, books["stem"].centroids[1:]])
     model = copy.deepcopy(source)
     with torch.no_grad():
         for name, cb in books.items():
@@ -143,6 +146,20 @@ def test_coreml_converts_timm_same_padding_at_the_packages_input_shape(tmp_path)
     row = export(point, str(out), {"lut_dtype": "float32"})
     assert row["predictions_differing"] == 0
     assert set(read_luts(str(out))[0]) == set(point.books)
+
+
+def test_coreml_float16_luts_take_a_weight_too_small_for_float16(tmp_path):
+    """A real EfficientNet-Lite1 codebook held a value of 7.5e-9: coremltools stores it as float16's
+    smallest step, numpy's float16 rounding makes it 0; the layer is still found and verified."""
+    from weight_sharing.formats.coreml import FLOAT16_TINY, export, read_luts
+
+    point, _ = make_point(tiny=True)
+    assert (point.model.stem.weight == np.float32(7.45e-9)).any()
+    out = tmp_path / "tiny.mlpackage"
+    row = export(point, str(out), {"lut_dtype": "float16"})
+    lut = read_luts(str(out))[0]["stem"][0]
+    assert np.float16(FLOAT16_TINY) in lut.ravel()  # coremltools' rounding, which the check allows
+    assert set(read_luts(str(out))[0]) == set(point.books) and row["test_accuracy"] is not None
 
 
 def test_coreml_keeps_a_layer_no_lut_holds_dense(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ fewer than 10 weights (coremltools keeps those inline: timm's ECA convolutions),
 and listed. LUT entries are float16 by default (``export.coreml.lut_dtype``), float32 as a setting.
 Core ML does not run on Linux: the package is
 read back, every LUT op decoded and compared with the validated shared weights (bit-exact for
-float32 entries; for float16, equal to their float16 rounding), and the model with the decoded
+float32 entries; for float16, equal to their float16 rounding, up to float16's smallest step where a
+weight is too small for float16), and the model with the decoded
 weights is measured in PyTorch on every test image. timm's "same"-padded convolutions (TF ports) pad by
 the constant the package's fixed input shape gives (the converter cannot take a padding computed from a
 traced shape).
@@ -37,6 +38,21 @@ WEIGHT_CHANGING_PASSES = ("common::fuse_conv_batchnorm", "common::fuse_conv_scal
                           "common::fuse_linear_bias", "common::const_deduplication")
 LAYERS_KEY = "weight_sharing.lut_layers"  # user metadata: LUT op -> shared layer
 INLINE_WEIGHTS = 10  # coremltools stores a constant of fewer values inline in the program, uncompressed
+
+
+FLOAT16_TINY = 2.0 ** -24  # float16's smallest step (subnormal): coremltools rounds weights below half of it
+# to it where numpy rounds them to zero
+
+
+def _same_values(a: np.ndarray, b: np.ndarray, float_dtype) -> bool:
+    """Equal, as stored in ``float_dtype``: bit for bit in float32; in float16, up to float16's smallest
+    step (the rounding of weights too small for float16 differs between coremltools and numpy)."""
+    if np.shape(a) != np.shape(b):
+        return False
+    a, b = np.asarray(a, dtype=float_dtype), np.asarray(b, dtype=float_dtype)
+    if float_dtype is np.float32 or np.array_equal(a, b):
+        return np.array_equal(a, b)
+    return bool(np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= FLOAT16_TINY)
 
 
 def coreml_bits(k: int) -> int | None:
@@ -135,8 +151,7 @@ def export(point: ExportPoint, out: str, options: dict) -> dict:
     configs, names, widened, dense = {}, {}, [], {}
     for layer, cb in point.books.items():
         shared = modules[layer].weight.detach().numpy().astype(float_dtype)
-        matches = [n for n, m in consts.items() if np.shape(m.val) == shared.shape and np.array_equal(
-            np.asarray(m.val, dtype=float_dtype), shared)]
+        matches = [n for n, m in consts.items() if _same_values(m.val, shared, float_dtype)]
         preferred = layer.replace(".", "_") + "_weight"
         if not matches:
             raise ValueError(f"export.formats: coreml: the converted program has no constant holding the shared "
@@ -190,7 +205,7 @@ def verify(point: ExportPoint, out: str, model, float_dtype, lut_dtype: str, tar
     for layer, (lut, indices) in luts.items():
         dense = decode_lut(lut, indices)
         want = modules[layer].weight.detach().numpy().astype(float_dtype)
-        if dense.shape != want.shape or not np.array_equal(dense.astype(float_dtype), want):
+        if not _same_values(dense, want, float_dtype):
             raise RuntimeError(f"export {out}: the LUT of layer {layer!r} does not decode to its validated weights")
         with torch.no_grad():
             decoded_modules[layer].weight.copy_(torch.from_numpy(dense.astype(np.float32)))
