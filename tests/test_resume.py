@@ -123,8 +123,24 @@ class _Reused(nn.Module):
         return self.fc(self.conv(self.conv(x)).mean((2, 3)))
 
 
+class _InPlace(nn.Module):
+    """A forward that adds the swept layer's output in place to a value computed before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.before = nn.Conv2d(3, 3, 3, padding=1)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        y = self.before(x)
+        y.add_(self.conv(x))
+        return self.fc(y.mean((2, 3)))
+
+
 @pytest.mark.parametrize("model, reason", [(_DataDependent(), "torch.fx cannot trace"),
-                                           (_Reused(), "calls it 2 times")])
+                                           (_Reused(), "calls it 2 times"),
+                                           (_InPlace(), "changes a value computed before it in place")])
 def test_an_unsplittable_model_runs_the_whole_network(model, reason, caplog):
     ev, refit = _sweep_evaluator(model, _split(n=16, px=8))
     with caplog.at_level(logging.INFO, logger="weight_sharing"):

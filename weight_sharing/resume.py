@@ -25,6 +25,20 @@ def _shared_kind(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
+def _mutates(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` may change its first argument in place (``x.add_(y)``, ``inplace=True``)."""
+    if node.kwargs.get("inplace"):
+        return True
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return name.endswith("_") and not name.startswith("_") or name.startswith("__i")
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    return False
+
+
 class _Tracer(fx.Tracer):
     """torch.fx tracer keeping whole every Conv/Linear (the shared layers, timm's padded ones included)
     and the modules and functions timm registers as untraceable."""
@@ -114,8 +128,17 @@ class SplitModel:
         for n in nodes:  # nodes are in topological order
             if n not in downstream and any(a in downstream for a in n.all_input_nodes):
                 downstream.add(n)
+        # a suffix node changing a value computed before the layer in place would change the cached value (and
+        # the graph does not show what reads it after)
+        mutating = [n for n in downstream if _mutates(gm, n) and n.args and isinstance(n.args[0], fx.Node)
+                    and n.args[0] not in downstream]
+        if mutating:
+            log.info("resumed passes off for %s: %s changes a value computed before it in place", layer,
+                     mutating[0].name)
+            return None
         output = next(n for n in nodes if n.op == "output")
         if output not in downstream:
+            log.info("resumed passes off for %s: the output does not depend on it in the traced graph", layer)
             return None
         # what the suffix reads from the prefix (get_attr values are read live in the suffix: a correction
         # may change them)
