@@ -173,6 +173,11 @@ class Evaluator:
                     pending = pool.submit(self._host_batch, i + self.batch_size)
                 yield i, host.to(self.device, non_blocking=True)
 
+    def _normalized(self, xb: torch.Tensor) -> torch.Tensor:
+        """A batch as the model takes it: float, normalised, in the memory format the passes use."""
+        xb = (xb.float() - self.mean) / self.std
+        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+
     @torch.inference_mode()
     def _pass(self, reduce) -> None:
         """One pass over the split: ``reduce(start, logits)`` for every batch (a correction may ride on it:
@@ -188,9 +193,7 @@ class Evaluator:
                     IMAGE_FORWARDS["images"] += len(logits) * split.share
                 return
             for i, xb in self._batches():
-                xb = (xb.float() - self.mean) / self.std
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                xb = self._normalized(xb)
                 reduce(i, self.forward(xb).float())
                 IMAGE_FORWARDS["images"] += len(xb)
 
@@ -254,9 +257,7 @@ class Evaluator:
             for c in self.corrections:
                 riding.enter_context(c.prefix_pass(self, statistics=statistics))
             for i, xb in self._batches():
-                xb = (xb.float() - self.mean) / self.std
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                xb = self._normalized(xb)
                 values.append((i, split.prefix(xb)))
                 IMAGE_FORWARDS["images"] += len(xb) * (1.0 - split.share)
         return values

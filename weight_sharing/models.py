@@ -266,7 +266,8 @@ def layer_kind(module: nn.Module) -> str:
     return "grouped_conv"
 
 
-def _conv_or_linear(module: nn.Module) -> bool:
+def conv_or_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is of a kind that gets a codebook: a Conv/Linear with a weight."""
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) \
         and getattr(module, "weight", None) is not None
 
@@ -280,7 +281,7 @@ def called_layers(model: nn.Module, input_shape) -> list[str]:
     """
     called: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o, n=name: called.append(n))
-             for name, m in model.named_modules() if _conv_or_linear(m)]
+             for name, m in model.named_modules() if conv_or_linear(m)]
     was_training = model.training
     try:
         model.eval()
@@ -300,7 +301,7 @@ def shared_layers(model: nn.Module, names=None) -> list[tuple[str, nn.Module]]:
     """
     keep = None if names is None else set(names)
     out = [(name, m) for name, m in model.named_modules()
-           if _conv_or_linear(m) and (keep is None or name in keep)]
+           if conv_or_linear(m) and (keep is None or name in keep)]
     if not out:
         raise ValueError("the model has no Conv/Linear layer to share")
     if keep is not None and len(out) != len(keep):
@@ -321,7 +322,7 @@ def layer_records(model: nn.Module, input_shape) -> list[dict]:
 def unshared_layers(model: nn.Module, input_shape) -> list[str]:
     """Conv/Linear layers the evaluated forward never calls (kept as they are, and reported)."""
     called = set(called_layers(model, input_shape))
-    return [name for name, m in model.named_modules() if _conv_or_linear(m) and name not in called]
+    return [name for name, m in model.named_modules() if conv_or_linear(m) and name not in called]
 
 
 def file_sha256(path: str | Path) -> str:

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from .models import conv_or_linear
+
 log = logging.getLogger(__name__)
-
-
-def _shared_kind(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
 def _mutates(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -53,7 +51,7 @@ class _Tracer(fx.Tracer):
         super().__init__(autowrap_functions=functions)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _shared_kind(m) or isinstance(m, self.notrace) or super().is_leaf_module(m, qualname)
+        return conv_or_linear(m) or isinstance(m, self.notrace) or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -104,7 +102,7 @@ class SplitModel:
             out = original_run_node(node)
             if isinstance(out, torch.Tensor):
                 self.node_bytes[node] = out.numel() * 4
-                if node.op == "call_module" and _shared_kind(gm.get_submodule(node.target)):
+                if node.op == "call_module" and conv_or_linear(gm.get_submodule(node.target)):
                     w = gm.get_submodule(node.target).weight
                     self.node_macs[node] = out.numel() * (w[0].numel() if w.ndim > 1 else 1)
             return out

@@ -50,9 +50,10 @@ def _same_values(a: np.ndarray, b: np.ndarray, float_dtype) -> bool:
     if np.shape(a) != np.shape(b):
         return False
     a, b = np.asarray(a, dtype=float_dtype), np.asarray(b, dtype=float_dtype)
-    if float_dtype is np.float32 or np.array_equal(a, b):
-        return np.array_equal(a, b)
-    return bool(np.abs(a.astype(np.float32) - b.astype(np.float32)).max() <= FLOAT16_TINY)
+    if np.array_equal(a, b):
+        return True
+    return float_dtype is not np.float32 and bool(np.abs(a.astype(np.float32) - b.astype(np.float32)).max()
+                                                  <= FLOAT16_TINY)
 
 
 def coreml_bits(k: int) -> int | None:
