@@ -309,3 +309,20 @@ def test_a_bad_selection_rule_names_the_key_and_what_is_allowed():
             validate_schema({"networks": {"n": {"category": "heavy", "demo": True, "model": {"source": "builtin",
                                                                                       "arch": "lenet5"}}},
                              "select": {key: value}})
+
+
+def test_the_better_uniform_reference_is_the_higher_of_the_two_granularities_choices():
+    # per tensor every CR passes; per channel CR 3 breaks 40 of 500 images. One ascending order over both
+    # would stop at that failure and report CR 2, below the CR 6 that per tensor reaches on its own
+    def ref(cr, granularity, broken):
+        acc = BASELINE["calib_accuracy"] - broken / 500
+        return {"cr": cr, "granularity": granularity, "calib_broken": broken, "calib_fixed": 0,
+                "calib_accuracy": acc, "calib_al": BASELINE["calib_accuracy"] - acc, "test_accuracy": acc}
+
+    u = [ref(2.0, "tensor", 0), ref(4.0, "tensor", 0), ref(6.0, "tensor", 1), ref(1.5, "channel", 0),
+         ref(3.0, "channel", 40)]
+    picked = choices([], u, BASELINE, 0.99, rule(0.9, interval="exact", family="ascending"))
+    assert (picked["uniform_tensor"], picked["uniform_channel"]) == (2, 3)
+    assert picked["uniform"] == picked["uniform_99"] == 2
+    # where neither granularity has a selectable reference, there is none
+    assert choices([], u[4:], BASELINE, 0.99, rule(0.9, interval="exact", family="ascending"))["uniform"] is None

@@ -110,19 +110,32 @@ def choices(validated: list[dict], uniform: list[dict], baseline: dict, bound: f
     """Every point the report names, chosen by ``rule`` (on the calibration or the unlabelled selection
     split; and the test-selected oracle, labelled)."""
     out = {"best": choose(validated, baseline, bound, rule),
-           # the better of the uniform references (the highest selectable CR of either granularity)
-           "uniform": choose(uniform, baseline, bound, rule),
+           "uniform": better_uniform(uniform, baseline, bound, rule),
            "oracle": best_within([v["cr"] for v in validated],
                                  meets_bound([v["test_accuracy"] for v in validated], baseline["test_accuracy"],
                                              bound))}
     for granularity in UNIFORM_GRANULARITIES:
-        rows = [i for i, r in enumerate(uniform) if r["granularity"] == granularity]
-        pick = choose([uniform[i] for i in rows], baseline, bound, rule)
-        out[f"uniform_{granularity}"] = None if pick is None else rows[pick]
+        out[f"uniform_{granularity}"] = choose_uniform(uniform, granularity, baseline, bound, rule)
     for level in (0.99, 0.98):
         out[f"best_{round(level * 100)}"] = choose(validated, baseline, level, rule)
-        out[f"uniform_{round(level * 100)}"] = choose(uniform, baseline, level, rule)
+        out[f"uniform_{round(level * 100)}"] = better_uniform(uniform, baseline, level, rule)
     return out
+
+
+def choose_uniform(uniform: list[dict], granularity: str, baseline: dict, bound: float, rule: SelectRule) -> int | None:
+    """The row of ``uniform`` chosen by ``rule`` among the references of one granularity (each its own family:
+    a user tries per tensor or per channel)."""
+    rows = [i for i, r in enumerate(uniform) if r["granularity"] == granularity]
+    pick = choose([uniform[i] for i in rows], baseline, bound, rule)
+    return None if pick is None else rows[pick]
+
+
+def better_uniform(uniform: list[dict], baseline: dict, bound: float, rule: SelectRule) -> int | None:
+    """The better of the uniform references: the higher CR of the two granularities' choices. Not one choice
+    over both in a single ascending order, which stops at the first failure of either and can report a
+    reference below what either granularity reaches on its own."""
+    picks = [i for g in UNIFORM_GRANULARITIES if (i := choose_uniform(uniform, g, baseline, bound, rule)) is not None]
+    return max(picks, key=lambda i: uniform[i]["cr"], default=None)
 
 
 def network_summary(net: str, category: str, bound: float, rule: SelectRule, baseline_json: str,
