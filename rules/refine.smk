@@ -15,6 +15,7 @@ rule refine:
     output:
         front=f"{RESULTS}/{{net}}/front_refined.parquet",
         rounds=f"{RESULTS}/{{net}}/refine.json",
+        tensors=f"{RESULTS}/{{net}}/front_refined_tensors.safetensors",
     log:
         f"{RESULTS}/{{net}}/logs/refine.log",
     benchmark:

@@ -9,6 +9,7 @@ rule validate:
         candidates=f"{RESULTS}/{{net}}/candidates.parquet",
         layers=f"{RESULTS}/{{net}}/layers.parquet",
         front=f"{RESULTS}/{{net}}/front_refined.parquet",
+        tensors=f"{RESULTS}/{{net}}/front_refined_tensors.safetensors",
         baseline=f"{RESULTS}/{{net}}/baseline.json",
     output:
         f"{RESULTS}/{{net}}/front_validated.parquet",

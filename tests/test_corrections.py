@@ -476,3 +476,53 @@ def test_batchnorm_reestimation_in_several_batches_takes_a_separate_pass():
     ev.apply({"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [2])[2]})
     assert int(model[1].num_batches_tracked) == 3  # taken over the three batches before any measurement
 
+
+
+@pytest.mark.parametrize("batch_size", [1000, 16])  # calibration in one batch (the pass is the measurement) or not
+def test_validate_sets_refines_corrected_tensors_for_the_same_measurements_without_the_calibration_passes(
+        tiny_npz, tmp_path, batch_size):
+    """Refine keeps what the corrections gave each point on calibration; validate sets it on the test split
+    instead of correcting again: the same measurements, bit for bit, without a BatchNorm statistics pass over
+    the calibration images per point."""
+    from safetensors.numpy import save_file
+
+    from weight_sharing import evaluate
+    from weight_sharing.evaluate import EvaluationSpec, measure_all, measure_splits
+    from weight_sharing.tables import read_point_tensors, write_point_tensors
+
+    arch = {"source": "timm", "arch": "mobilenetv3_small_050", "kwargs": {"in_chans": 1, "num_classes": 10}}
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "m.pt"
+    torch.save(create_model(arch).state_dict(), checkpoint)
+    model_cfg = {**arch, "checkpoint": str(checkpoint)}
+    plain = EvaluationSpec(model=model_cfg, data=str(tiny_npz), engine={"device": "cpu", "batch_size": batch_size})
+    probe = plain.evaluator("calib")
+    names = list(probe.originals)
+    stats = gather_statistics(probe, second_moment=False)
+    save_file({f"{n}.mean": np.ascontiguousarray(s["mean"]) for n, s in stats.items()}, str(tmp_path / "c.st"))
+    spec = EvaluationSpec(model=model_cfg, data=str(tiny_npz), engine={"device": "cpu", "batch_size": batch_size},
+                          correct={"bias": True, "bn": True}, statistics=str(tmp_path / "c.st"))
+    books = [{n: kmeans_grid(probe.originals[n].numpy().ravel(), [k])[k] for n in names} for k in (4, 16, 64)]
+    kept = []
+    measure_all(spec.evaluator("calib"), books, "refine", kept=kept)
+    assert {k.rsplit(".", 1)[-1] for k in kept[0]} == {"bias", "running_mean", "running_var", "num_batches_tracked"}
+    path = tmp_path / "tensors.safetensors"
+    write_point_tensors(dict(enumerate(kept)), str(path))
+    given = read_point_tensors(str(path))
+    assert sorted(given) == [0, 1, 2]
+    assert [k for k, v in kept[0].items() if not np.array_equal(given[0][k], v)] == []
+    base = {"calib_accuracy": 0.1, "test_accuracy": 0.1}
+    counts = []
+    for tensors in (None, [given[i] for i in range(3)]):
+        before = evaluate.IMAGE_FORWARDS["images"]
+        rows = measure_splits(spec, names, books, base, "validate", splits=("test",), tensors=tensors)
+        counts.append((rows, evaluate.IMAGE_FORWARDS["images"] - before))
+    (corrected, n_corrected), (set_, n_set) = counts
+    assert set_ == corrected  # accuracy, KL, changed, broken, fixed: the same floats
+    assert len({r["test_kl"] for r in set_}) == 3  # three different points, not one repeated
+    assert n_corrected - n_set == 3 * 40  # each point's statistics pass over the 40 calibration images
+    # a point's tensors are put back after: the model measures as it did before any was set
+    ev = plain.evaluator("test")
+    ev.set_tensors(given[0])
+    ev.restore()
+    assert ev.accuracy() == plain.evaluator("test").accuracy()

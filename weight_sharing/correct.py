@@ -321,6 +321,15 @@ class Correction:
         pass
 
 
+def with_bias(module: nn.Module) -> nn.Module:
+    """``module`` with a bias: a zero one added where it was built without (the same outputs), for a
+    corrected bias to go into."""
+    if module.bias is None:
+        w = module.weight
+        module.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), requires_grad=False)
+    return module
+
+
 class BiasCorrection(Correction):
     """``correct.bias``: each shared layer's mean output shift added to its bias. Every shared layer gets a
     bias (zero where it had none, which changes no output)."""
@@ -337,9 +346,7 @@ class BiasCorrection(Correction):
             raise ValueError(f"bias correction: no input statistics for layers {missing}")
         self.means = {n: torch.as_tensor(np.asarray(means[n]), device=evaluator.device) for n in evaluator.layers}
         for m in evaluator.layers.values():
-            if m.bias is None:
-                m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype, device=evaluator.device),
-                                      requires_grad=False)
+            with_bias(m)
         self.original_biases = {n: m.bias.detach().clone() for n, m in evaluator.layers.items()}
 
     @torch.no_grad()

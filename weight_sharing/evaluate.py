@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .codebook import Codebook
-from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics
+from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics, with_bias
 from .data import SELECT, Split, load_split
 from .models import build_model, shared_layers
 from .resume import LayerSplit, SplitModel
@@ -127,6 +127,7 @@ class Evaluator:
         # statistics passes (``taking_statistics``), per batch
         self._resumed: tuple[LayerSplit, list[tuple[int, tuple]], list[tuple[int, tuple]]] | None = None
         self._taking_statistics = False
+        self._set_tensors: dict[str, torch.Tensor] = {}  # model tensors ``set_tensors`` replaced: their values
         self.corrections = [CORRECTIONS[c]() if isinstance(c, str) else c for c in corrections]
 
         def calibration_evaluator():
@@ -293,6 +294,7 @@ class Evaluator:
         model's state, codebooks and corrections included, is put back after)."""
         if self._reference is None:
             current = [t.detach().clone() for t in self.model.state_dict().values()]
+            replaced = dict(self._set_tensors)  # the model's own values of tensors set now: still to put back
             self.restore()
             logp = None
             pred = torch.empty(self.n, dtype=torch.int64, device=self.device)
@@ -307,6 +309,7 @@ class Evaluator:
             self._pass(keep)
             for t, saved in zip(self.model.state_dict().values(), current):
                 t.copy_(saved)
+            self._set_tensors = replaced
             self._reference = (logp, pred)
         return self._reference
 
@@ -346,12 +349,34 @@ class Evaluator:
             c.apply(self, list(codebooks))
 
     @torch.no_grad()
+    def set_tensors(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Put state_dict tensors into the model: what ``export_tensors`` gave for the codebooks applied now
+        (corrected biases, re-estimated BatchNorm statistics), in place of the corrections' work and their
+        passes. ``restore`` puts the model's own back."""
+        for name in tensors:  # a corrected bias of a layer built without one (``BiasCorrection`` adds it)
+            layer = self.layers.get(name.removesuffix(".bias")) if name.endswith(".bias") else None
+            if layer is not None:
+                with_bias(layer)
+        state = self.model.state_dict()
+        unknown = sorted(set(tensors) - set(state))
+        if unknown:
+            raise KeyError(f"set_tensors: {unknown[:3]} are not tensors of the model")
+        for name, value in tensors.items():
+            self._set_tensors.setdefault(name, state[name].detach().clone())
+            state[name].copy_(torch.as_tensor(np.asarray(value)))
+
+    @torch.no_grad()
     def restore(self, names=None) -> None:
         names = list(self.originals if names is None else names)
         for name in names:
             self.layers[name].weight.copy_(self.originals[name])
         for c in self.corrections:
             c.restore(self, names)
+        if self._set_tensors:
+            state = self.model.state_dict()
+            for name, value in self._set_tensors.items():
+                state[name].copy_(value)
+            self._set_tensors = {}
 
     @contextlib.contextmanager
     def applied(self, codebooks: Mapping[str, Codebook]):
@@ -430,13 +455,25 @@ def measurement_columns(prefix: str, m: Measurement, baseline_accuracy: float) -
             f"{prefix}changed": m.changed, f"{prefix}broken": m.broken, f"{prefix}fixed": m.fixed}
 
 
-def measure_all(evaluator: Evaluator, books: list[dict], what: str) -> list[Measurement]:
-    """Each combination of codebooks applied in turn and measured; the weights restored after."""
+def measure_all(evaluator: Evaluator, books: list[dict], what: str, tensors: list[dict] | None = None,
+                kept: list[dict] | None = None) -> list[Measurement]:
+    """Each combination of codebooks applied in turn and measured; the weights restored after.
+
+    ``tensors``: per combination, the model tensors its corrections gave (``Evaluator.export_tensors``,
+    kept by an earlier ``measure_all`` in ``kept``), set instead of correcting again (the evaluator has no
+    corrections then): the same measurement without the corrections' passes over the calibration images.
+    ``kept``: a list that receives each combination's ``export_tensors()``."""
+    if tensors is not None and (len(tensors) != len(books) or evaluator.corrections):
+        raise ValueError("measure_all: tensors need one entry per combination and an evaluator without corrections")
     out = []
     progress = Progress(len(books), what)
     for i, b in enumerate(books):
         evaluator.apply(b)
+        if tensors is not None:
+            evaluator.set_tensors(tensors[i])
         out.append(evaluator.measure())
+        if kept is not None:  # copies: the arrays may share the model's memory, which the next point changes
+            kept.append({k: np.array(v, copy=True) for k, v in evaluator.export_tensors().items()})
         progress.step(i + 1)
     evaluator.restore()
     return out
@@ -448,15 +485,19 @@ def splits_for(selection: str) -> tuple[str, ...]:
 
 
 def measure_splits(spec: EvaluationSpec, layers: list[str], books: list[dict], baseline: dict, what: str,
-                   splits=("calib", "test"), model: nn.Module | None = None) -> list[dict]:
+                   splits=("calib", "test"), model: nn.Module | None = None,
+                   tensors: list[dict] | None = None) -> list[dict]:
     """The measurement columns of every combination on each split in turn (one split on the device
     at a time; the model is built once, or ``model`` is the one ``spec.model`` builds). The unlabelled
-    ``select`` split gives ``select_kl``, ``select_changed`` and ``select_images``."""
+    ``select`` split gives ``select_kl``, ``select_changed`` and ``select_images``. ``tensors``: what the
+    corrections gave each combination on calibration (``measure_all``), set instead of correcting again."""
     rows = [{} for _ in books]
     model = build_model(spec.model) if model is None else model
+    if tensors is not None:
+        spec = spec.uncorrected()
     for split in splits:
         ev = spec.evaluator(split, layers, model=model)
-        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})")):
+        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})", tensors=tensors)):
             if split == SELECT:
                 row.update(select_kl=m.kl, select_changed=m.changed, select_images=m.n)
             else:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .codebook import Codebook
 from .compression import compression_rates, shared_bits
-from .io import read_parquet
+from .io import atomic_path, read_parquet
 
 # sweep/{chunk}.parquet: one row per layer, codebook count and K
 SWEEP_SCHEMA = pa.schema([
@@ -49,6 +49,34 @@ SELECT_COLUMNS = [("select_kl", pa.float64()), ("select_changed", pa.float64()),
 
 # front_refined.parquet: the front's columns plus the calibration measurement of each point
 REFINED_SCHEMA = pa.schema(list(FRONT_SCHEMA) + CALIB_COLUMNS)
+
+# front_refined_tensors.safetensors: per refined point, the model tensors its corrections gave on calibration
+# (``Evaluator.export_tensors``: corrected biases, re-estimated BatchNorm statistics), as "{point}/{tensor}";
+# validate sets them instead of correcting again. Empty without corrections.
+
+
+def write_point_tensors(tensors: dict[int, dict[str, np.ndarray]], path: str) -> None:
+    """Each point's tensors into one safetensors file (written whole or not at all)."""
+    from safetensors.numpy import save_file
+
+    flat = {f"{point}/{name}": np.array(value, order="C") for point, named in tensors.items()  # 0-d stays 0-d
+            for name, value in named.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={"points": ",".join(str(p) for p in sorted(tensors))})
+
+
+def read_point_tensors(path: str) -> dict[int, dict[str, np.ndarray]]:
+    """Point -> its tensors (``write_point_tensors``), every point the file lists (possibly with none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        listed = (f.metadata() or {}).get("points", "")
+        out: dict[int, dict[str, np.ndarray]] = {int(p): {} for p in listed.split(",") if p}
+        for key in f.keys():
+            point, name = key.split("/", 1)
+            out[int(point)][name] = f.get_tensor(key)
+    return out
+
 
 # front_validated.parquet
 VALIDATED_SCHEMA = pa.schema([

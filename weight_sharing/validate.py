@@ -9,13 +9,17 @@ predictions), and the reported point is chosen on them.
 
 from __future__ import annotations
 
+import logging
+
 import pyarrow as pa
 
 from .bound import SelectRule, meets_bound, selectable_rows
 from .evaluate import EvaluationSpec, measure_splits, splits_for
 from .io import read_json, read_parquet, write_parquet
 from .pareto import pareto_mask
-from .tables import CALIB_COLUMNS, VALIDATED_SCHEMA, CandidateSet
+from .tables import CALIB_COLUMNS, VALIDATED_SCHEMA, CandidateSet, read_point_tensors
+
+log = logging.getLogger(__name__)
 
 
 def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound: float, rule: SelectRule) -> pa.Table:
@@ -39,9 +43,12 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
 
 
 def run(*, spec: EvaluationSpec, candidates: str, layers: str, front: str, baseline: str, bound: float,
-        select: dict, out: str) -> None:
+        select: dict, out: str, tensors: str | None = None) -> None:
     """The front measured on calibration (unless refine did), test and, under ``select.split: unlabelled``,
-    the selection images; marked selectable by the ``select`` section's rule and confidence."""
+    the selection images; marked selectable by the ``select`` section's rule and confidence. ``tensors``:
+    refine's corrected tensors of each point (``tables.read_point_tensors``): where refine measured every
+    point, they are set instead of correcting again, which saves each point's BatchNorm statistics pass
+    over the calibration images (the same statistics: refine took them from the same images)."""
     cands = CandidateSet.read(candidates, layers)
     base = read_json(baseline)
     table = read_parquet(front)
@@ -51,8 +58,12 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, front: str, basel
     splits = splits_for(select["split"])
     if points and all(r.get(c) is not None for r in points for c in calib_columns):
         # refine measured every point on calibration already: only the other splits are left
+        corrected = read_point_tensors(tensors) if tensors else {}
+        given = [corrected[r["point"]] for r in points] if all(r["point"] in corrected for r in points) else None
+        if given is None:
+            log.info("validate: refine's corrected tensors do not cover the front; correcting again")
         measured = measure_splits(spec, cands.layer_names, books, base, "validate",
-                                  splits=tuple(s for s in splits if s != "calib"))
+                                  splits=tuple(s for s in splits if s != "calib"), tensors=given)
         measured = [{**{c: r[c] for c in calib_columns}, **m} for r, m in zip(points, measured)]
     else:
         measured = measure_splits(spec, cands.layer_names, books, base, "validate", splits=splits)

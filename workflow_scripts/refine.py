@@ -6,4 +6,5 @@ job.setup(snakemake.log[0], snakemake.threads)
 refine.run(spec=job.evaluation_spec(i, p), candidates=i.candidates, layers=i.layers, samples=list(i.samples),
            surrogate=i.surrogate, front=i.front, baseline=i.baseline, bound=p.bound, confidence=p.confidence,
            interval=p.interval, family=p.family, refine=p.refine, search=p.search,
-           out_front=snakemake.output.front, out_rounds=snakemake.output.rounds)
+           out_front=snakemake.output.front, out_rounds=snakemake.output.rounds,
+           out_tensors=snakemake.output.tensors)
