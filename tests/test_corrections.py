@@ -504,7 +504,7 @@ def test_validate_sets_refines_corrected_tensors_for_the_same_measurements_witho
                           correct={"bias": True, "bn": True}, statistics=str(tmp_path / "c.st"))
     books = [{n: kmeans_grid(probe.originals[n].numpy().ravel(), [k])[k] for n in names} for k in (4, 16, 64)]
     kept = []
-    measure_all(spec.evaluator("calib"), books, "refine", kept=kept)
+    calib = measure_all(spec.evaluator("calib"), books, "refine", kept=kept)
     assert {k.rsplit(".", 1)[-1] for k in kept[0]} == {"bias", "running_mean", "running_var", "num_batches_tracked"}
     path = tmp_path / "tensors.safetensors"
     write_point_tensors(dict(enumerate(kept)), str(path))
@@ -521,6 +521,14 @@ def test_validate_sets_refines_corrected_tensors_for_the_same_measurements_witho
     assert set_ == corrected  # accuracy, KL, changed, broken, fixed: the same floats
     assert len({r["test_kl"] for r in set_}) == 3  # three different points, not one repeated
     assert n_corrected - n_set == 3 * 40  # each point's statistics pass over the 40 calibration images
+    # both splits in one call (uniform, validate without refinement): calibration first, its tensors set on test
+    before = evaluate.IMAGE_FORWARDS["images"]
+    both = measure_splits(spec, names, books, base, "uniform", splits=("test", "calib"))
+    # the two references, then per point: calibration (its statistics pass first, in several batches) and test
+    per_point = (40 if batch_size >= 40 else 2 * 40) + 60
+    assert evaluate.IMAGE_FORWARDS["images"] - before == 40 + 60 + 3 * per_point
+    assert [{k: v for k, v in r.items() if k.startswith("test_")} for r in both] == corrected
+    assert [r["calib_kl"] for r in both] == [m.kl for m in calib]
     # a point's tensors are put back after: the model measures as it did before any was set
     ev = plain.evaluator("test")
     ev.set_tensors(given[0])

@@ -490,14 +490,20 @@ def measure_splits(spec: EvaluationSpec, layers: list[str], books: list[dict], b
     """The measurement columns of every combination on each split in turn (one split on the device
     at a time; the model is built once, or ``model`` is the one ``spec.model`` builds). The unlabelled
     ``select`` split gives ``select_kl``, ``select_changed`` and ``select_images``. ``tensors``: what the
-    corrections gave each combination on calibration (``measure_all``), set instead of correcting again."""
+    corrections gave each combination on calibration (``measure_all``), set instead of correcting again;
+    when the calibration split is measured here with corrections, it is measured first and what they give
+    there is set on the other splits (the same statistics, without their passes over the calibration images)."""
     rows = [{} for _ in books]
     model = build_model(spec.model) if model is None else model
-    if tensors is not None:
-        spec = spec.uncorrected()
+    if tensors is None and "calib" in splits and enabled_corrections(spec.correct):
+        splits = ("calib", *(s for s in splits if s != "calib"))
     for split in splits:
-        ev = spec.evaluator(split, layers, model=model)
-        for row, m in zip(rows, measure_all(ev, books, f"{what} ({split})", tensors=tensors)):
+        kept = [] if tensors is None and split == "calib" and enabled_corrections(spec.correct) else None
+        ev = (spec if tensors is None else spec.uncorrected()).evaluator(split, layers, model=model)
+        measured = measure_all(ev, books, f"{what} ({split})", tensors=tensors, kept=kept)
+        if kept is not None:
+            tensors = kept
+        for row, m in zip(rows, measured):
             if split == SELECT:
                 row.update(select_kl=m.kl, select_changed=m.changed, select_images=m.n)
             else:
