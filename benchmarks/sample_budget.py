@@ -98,10 +98,11 @@ def main() -> None:
     fitted_own = fit_surrogate(x_all, y_all, cands.layer_names, folds=sur["folds"], seed=sur["seed"],
                                feature_names=features, positive=sur["positive"])[0]
     refined = read_parquet(net_dir / "front_refined.parquet").to_pylist()
-    validated = read_parquet(net_dir / "front_validated.parquet").to_pylist()
+    validated_file = net_dir / "front_validated.parquet"  # absent while the run's validation has not run
+    validated = read_parquet(validated_file).to_pylist() if validated_file.exists() else []
     pick = choose(refined, base, bound, rule)
     chosen = refined[pick] if pick is not None else None
-    test_al = None if chosen is None else next(v["test_al"] for v in validated if v["choice"] == chosen["choice"])
+    test_al = next((v["test_al"] for v in validated if chosen and v["choice"] == chosen["choice"]), None)
     rounds = len(read_json(net_dir / "refine.json")["rounds"]) - 1
     rows.append((total, own["r2_heldout"], None, rounds, len(refined), chosen, test_al, None, None))
     if abs(fitted_own["r2_heldout"] - own["r2_heldout"]) > 1e-9:
@@ -114,7 +115,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for n, oof, held_r2, rounds, measured, chosen, test_al, forwards, seconds in rows:
         cr = f"{chosen['cr']:.2f}" if chosen else "none"
-        al = f"{100 * chosen['calib_al']:.2f} / {100 * test_al:.2f}" if chosen else "—"
+        al = (f"{100 * chosen['calib_al']:.2f} / {'—' if test_al is None else f'{100 * test_al:.2f}'}" if chosen
+              else "—")
         print(f"| {n}{' (the run)' if n == total else ''} | {oof:.3f} | "
               f"{'—' if held_r2 is None else f'{held_r2:.3f}'} | {rounds} | {measured} | {cr} | {al} | "
               f"{'—' if forwards is None else f'{forwards:,.0f}'} | {'—' if seconds is None else f'{seconds:.0f}'} |")
