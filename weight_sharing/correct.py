@@ -315,6 +315,9 @@ class Correction:
         pass
 
     def export_tensors(self, evaluator) -> dict[str, np.ndarray]:
+        """Every model tensor this correction changes, as it is now (state_dict name -> array): what the export
+        stores, and what measurements of the same codebooks on another split set instead of correcting
+        again (``Evaluator.set_tensors``)."""
         return {}
 
     def release(self) -> None:
