@@ -62,7 +62,8 @@ def main() -> None:
 
     # validated points: calibration as refine measures them (tensors kept), then test with those tensors
     cands = CandidateSet.read(str(net_dir / "candidates.parquet"), str(net_dir / "layers.parquet"))
-    validated = read_parquet(net_dir / "front_validated.parquet").to_pylist()[:args.points]
+    validated_file = net_dir / "front_validated.parquet"  # absent where the run stopped before validation
+    validated = read_parquet(validated_file).to_pylist()[:args.points] if validated_file.exists() else []
     books = [cands.codebooks_of(v["choice"]) for v in validated]
     model = build_model(spec.model)
     before, t = IMAGE_FORWARDS["images"], time.perf_counter()
