@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def main() -> None:
@@ -24,19 +23,14 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from finished_runs import finished_run  # benchmarks/, next to this script
 
-    from weight_sharing.config import load_config, model_config, network_paths
-    from weight_sharing.evaluate import EvaluationSpec
     from weight_sharing.sample import draw_combinations
     from weight_sharing.tables import CandidateSet
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    net_cfg, net_dir = cfg["networks"][args.net], Path(args.results) / args.net
-    spec = EvaluationSpec(model=model_config(args.results, args.net, net_cfg),
-                          data=network_paths(args.results, args.net, net_cfg)["npz"],
-                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
-                          statistics=str(net_dir / "calibration.safetensors"))
+    run = finished_run(args.results, args.net, args.config)
+    cfg, net_dir, spec = run.cfg, run.folder, run.spec
     cands = CandidateSet.read(str(net_dir / "candidates.parquet"), str(net_dir / "layers.parquet"))
     choices = draw_combinations(cands.sizes, args.n, cfg["sample"]["seed"])
     ev = spec.evaluator("calib", cands.layer_names)

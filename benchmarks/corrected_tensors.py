@@ -27,23 +27,18 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from finished_runs import finished_run  # benchmarks/, next to this script
 
     from weight_sharing import uniform
-    from weight_sharing.config import load_config, model_config, network_paths
-    from weight_sharing.evaluate import IMAGE_FORWARDS, EvaluationSpec, measure_all, measure_splits, splits_for
+    from weight_sharing.evaluate import IMAGE_FORWARDS, measure_all, measure_splits, splits_for
     from weight_sharing.grid import uniform_k_values
-    from weight_sharing.io import read_json, read_parquet
+    from weight_sharing.io import read_parquet
     from weight_sharing.models import build_model
     from weight_sharing.tables import CandidateSet
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    net_cfg, net_dir = cfg["networks"][args.net], Path(args.results) / args.net
-    spec = EvaluationSpec(model=model_config(args.results, args.net, net_cfg),
-                          data=network_paths(args.results, args.net, net_cfg)["npz"],
-                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
-                          statistics=str(net_dir / "calibration.safetensors"))
-    base = read_json(net_dir / "baseline.json")
+    run = finished_run(args.results, args.net, args.config)
+    cfg, net_dir, spec, base = run.cfg, run.folder, run.spec, run.baseline
     columns = [f"{s}_{c}" for s in ("calib", "test") for c in ("accuracy", "al", "kl", "changed", "broken", "fixed")]
     report = []
 

@@ -27,6 +27,29 @@ class FinishedNetwork:
     validated: list[dict]
 
 
+@dataclass
+class FinishedRun:
+    """One network of a finished run of any config: the config, its folder, the evaluation spec its
+    evaluating stages used (corrections and calibration statistics included) and its baseline."""
+    cfg: dict
+    folder: Path
+    spec: object  # weight_sharing.evaluate.EvaluationSpec (imported with torch, on use)
+    baseline: dict
+
+
+def finished_run(results: str, net: str, config: str) -> FinishedRun:
+    """``net`` of the run made into ``results`` with the config file ``config``."""
+    from weight_sharing.config import network_paths
+    from weight_sharing.evaluate import EvaluationSpec
+
+    cfg = load_config(config)
+    net_cfg, folder = cfg["networks"][net], Path(results) / net
+    spec = EvaluationSpec(model=model_config(results, net, net_cfg), data=network_paths(results, net, net_cfg)["npz"],
+                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
+                          statistics=str(folder / "calibration.safetensors"))
+    return FinishedRun(cfg=cfg, folder=folder, spec=spec, baseline=baseline_of(folder))
+
+
 def default_rule(**overrides) -> SelectRule:
     """The default config's ``select`` rule, with ``overrides`` (e.g. ``confidence``)."""
     return SelectRule.from_config({**load_config(REPO / "config.yaml")["select"], **overrides})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def main() -> None:
@@ -28,31 +27,21 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from finished_runs import finished_run  # benchmarks/, next to this script
 
-    from weight_sharing.config import load_config, model_config, network_paths
-    from weight_sharing.evaluate import IMAGE_FORWARDS, EvaluationSpec
+    from weight_sharing.evaluate import IMAGE_FORWARDS
     from weight_sharing.grid import resolve_grid
-    from weight_sharing.io import read_json
     from weight_sharing.models import build_model
     from weight_sharing.resume import SplitModel
-    from weight_sharing.sweep import sweep_layers
+    from weight_sharing.sweep import refit_statistics, sweep_layers
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    net_cfg, net_dir = cfg["networks"][args.net], Path(args.results) / args.net
-    spec = EvaluationSpec(model=model_config(args.results, args.net, net_cfg),
-                          data=network_paths(args.results, args.net, net_cfg)["npz"],
-                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
-                          statistics=str(net_dir / "calibration.safetensors"))
-    base = read_json(net_dir / "baseline.json")
+    run = finished_run(args.results, args.net, args.config)
+    cfg, spec, base = run.cfg, run.spec, run.baseline
     model = build_model(spec.model)
     names = list(spec.evaluator("calib", model=model).originals)
     layers = names[::args.every]
-    refit = None
-    if spec.correct.get("centroids"):
-        moments = spec.read_statistics("second", layers)
-        means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
-        refit = {l: (moments[l], means.get(l)) for l in layers}
+    refit = refit_statistics(spec, layers)
     grid, sharing = resolve_grid(cfg["sweep"]), cfg["sharing"]
     results = {}
     for resume in (False, True):

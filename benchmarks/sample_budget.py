@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def r2(y, p):
@@ -38,10 +37,11 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from finished_runs import finished_run  # benchmarks/, next to this script
 
     from weight_sharing.bound import SelectRule, choose
-    from weight_sharing.config import load_config, model_config, network_bound, network_paths
-    from weight_sharing.evaluate import IMAGE_FORWARDS, EvaluationSpec, measure_all
+    from weight_sharing.config import network_bound
+    from weight_sharing.evaluate import IMAGE_FORWARDS, measure_all
     from weight_sharing.io import read_json, read_parquet
     from weight_sharing.models import build_model
     from weight_sharing.refine import refine_front
@@ -50,13 +50,8 @@ def main() -> None:
     from weight_sharing.tables import CandidateSet, read_samples
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    net_cfg, net_dir = cfg["networks"][args.net], Path(args.results) / args.net
-    spec = EvaluationSpec(model=model_config(args.results, args.net, net_cfg),
-                          data=network_paths(args.results, args.net, net_cfg)["npz"],
-                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
-                          statistics=str(net_dir / "calibration.safetensors"))
-    base = read_json(net_dir / "baseline.json")
+    run = finished_run(args.results, args.net, args.config)
+    cfg, net_dir, spec, base = run.cfg, run.folder, run.spec, run.baseline
     bound = network_bound(cfg, args.net)
     rule = SelectRule.from_config({**cfg["select"], "split": "calib"})
     cands = CandidateSet.read(str(net_dir / "candidates.parquet"), str(net_dir / "layers.parquet"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def main() -> None:
@@ -28,28 +27,23 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from finished_runs import finished_run  # benchmarks/, next to this script
     from scipy.stats import spearmanr
 
     from weight_sharing.bound import meets_bound
     from weight_sharing.candidates import select_layer_candidates
-    from weight_sharing.config import load_config, model_config, network_bound, network_paths
+    from weight_sharing.config import network_bound
     from weight_sharing.correct import enabled_corrections
     from weight_sharing.data import Split, load_split
-    from weight_sharing.evaluate import IMAGE_FORWARDS, EvaluationSpec, Evaluator
+    from weight_sharing.evaluate import IMAGE_FORWARDS, Evaluator
     from weight_sharing.grid import resolve_grid
-    from weight_sharing.io import read_json
     from weight_sharing.models import build_model
-    from weight_sharing.sweep import sweep_layers
+    from weight_sharing.sweep import refit_statistics, sweep_layers
     from weight_sharing.tables import read_sweeps
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    net_cfg, net_dir = cfg["networks"][args.net], Path(args.results) / args.net
-    spec = EvaluationSpec(model=model_config(args.results, args.net, net_cfg),
-                          data=network_paths(args.results, args.net, net_cfg)["npz"],
-                          engine=dict(cfg["evaluation"]), correct=dict(cfg["correct"]),
-                          statistics=str(net_dir / "calibration.safetensors"))
-    base = read_json(net_dir / "baseline.json")
+    run = finished_run(args.results, args.net, args.config)
+    cfg, net_dir, spec, base = run.cfg, run.folder, run.spec, run.baseline
     bound = network_bound(cfg, args.net)
     signal = cfg["candidates"]["signal"]
     run_rows = read_sweeps(sorted(str(p) for p in (net_dir / "sweep").glob("*.parquet")))
@@ -69,11 +63,7 @@ def main() -> None:
                    calibration=part, **spec.engine_kwargs())
     part_accuracy = ev.accuracy()
     layers = names[::args.every]
-    refit = None
-    if spec.correct.get("centroids"):
-        moments = spec.read_statistics("second", layers)
-        means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
-        refit = {l: (moments[l], means.get(l)) for l in layers}
+    refit = refit_statistics(spec, layers)
     grid, sharing = resolve_grid(cfg["sweep"]), cfg["sharing"]
     before, t = IMAGE_FORWARDS["images"], time.perf_counter()
     table = sweep_layers(ev, layers, grid, part_accuracy, cfg["sweep"]["max_bins"],

@@ -165,6 +165,16 @@ def sweep_layers(evaluator: Evaluator, layers: list[str], grid: list[int], basel
     return pa.concat_tables(tables), cluster_s, waited
 
 
+def refit_statistics(spec: EvaluationSpec, layers: list[str]) -> dict | None:
+    """Per layer, what its refit reads (``sweep_layers``' ``refit``): the input second moment, and the mean
+    when the bias is corrected too; None without ``correct.centroids``."""
+    if not spec.correct.get("centroids"):
+        return None
+    moments = spec.read_statistics("second", layers)
+    means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
+    return {l: (moments[l], means.get(l)) for l in layers}
+
+
 def run(*, spec: EvaluationSpec, baseline: str, layers: list[str], sweep: dict, sharing: dict, out: str,
         workers: int = 1) -> None:
     """Sweep one job's ``layers`` into one file over the grid of the ``sweep`` section, with the codebook
@@ -173,11 +183,7 @@ def run(*, spec: EvaluationSpec, baseline: str, layers: list[str], sweep: dict, 
     the bias is corrected too)."""
     base = read_json(baseline)
     ev = spec.evaluator("calib", layers)
-    refit = None
-    if spec.correct.get("centroids"):
-        moments = spec.read_statistics("second", layers)
-        means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
-        refit = {l: (moments[l], means.get(l)) for l in layers}
+    refit = refit_statistics(spec, layers)
     max_bins = sweep["max_bins"]
     table, cluster_s, waited = sweep_layers(ev, layers, resolve_grid(sweep), base["calib_accuracy"], max_bins,
                                             workers, granularity=sharing["granularity"], group=int(sharing["group"]),
