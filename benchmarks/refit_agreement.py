@@ -10,7 +10,11 @@ that drop; per bin: how many, how often the refit values won on the network's KL
 worst ratio KL(refit) / KL(k-means). If the network's KL barely moves where the drop is small, a rule
 "keep the k-means values below drop x, measure above" saves the second measurement in those rows.
 
-    python benchmarks/refit_agreement.py RESULTS NET
+    python benchmarks/refit_agreement.py RESULTS NET [--config CONFIG]
+
+With ``--config`` (the run's config file) the rows are also split by whether the layer's output goes
+straight into a BatchNorm (``models.batchnorm_fed_layers``), which ``correct.bn`` re-estimates after
+sharing.
 """
 from __future__ import annotations
 
@@ -43,10 +47,22 @@ def kmeans_values(weight: np.ndarray, row: dict):
     return replace(cb, centroids=cent)
 
 
+def batchnorm_fed(results: str, net: str, config: str) -> set[str]:
+    """The network's shared layers whose output goes straight into a BatchNorm."""
+    from finished_runs import finished_run  # benchmarks/, next to this script
+
+    from weight_sharing.models import batchnorm_fed_layers, build_model
+
+    run = finished_run(results, net, config)
+    shape = np.load(run.spec.data)["x_calib"].shape[1:]
+    return set(batchnorm_fed_layers(build_model(run.spec.model), shape))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
     ap.add_argument("net")
+    ap.add_argument("--config", help="the run's config file: split the rows by BatchNorm-fed layers")
     args = ap.parse_args()
 
     import torch
@@ -60,7 +76,8 @@ def main() -> None:
     sweeps = read_sweeps(sorted(str(p) for p in (net_dir / "sweep").glob("*.parquet")))
     stats = str(net_dir / "calibration.safetensors")
     checkpoint = torch.load(net_dir / "demo" / "checkpoint.pt", map_location="cpu", weights_only=True)
-    drops, ratios, won = [], [], []
+    fed = batchnorm_fed(args.results, args.net, args.config) if args.config else None
+    drops, ratios, won, into_bn = [], [], [], []
     for layer, rows in sweeps.items():
         if any(r["refit_kl"] is None for r in rows):
             raise SystemExit(f"{layer}: the run's sweep has no refit measurement (correct.centroids off)")
@@ -74,7 +91,8 @@ def main() -> None:
             drops.append(1 - errors[1] / errors[0] if errors[0] > 0 else 0.0)
             ratios.append(r["refit_kl"] / r["kmeans_kl"] if r["kmeans_kl"] > 0 else 1.0)
             won.append(r["refit_kl"] < r["kmeans_kl"])
-    drops, ratios, won = np.array(drops), np.array(ratios), np.array(won)
+            into_bn.append(fed is not None and layer in fed)
+    drops, ratios, won, into_bn = np.array(drops), np.array(ratios), np.array(won), np.array(into_bn)
     print(f"{args.net}: {len(drops)} sweep rows; drop = 1 - output error(refit) / output error(k-means) of the layer")
     print("| output-error drop | rows | refit won on network KL | median KL refit / k-means "
           "| lowest (best refit) | highest (worst refit) |")
@@ -86,8 +104,13 @@ def main() -> None:
             continue
         print(f"| {lo:.2f}-{hi:.2f} | {sel.sum()} | {won[sel].sum()} ({100 * won[sel].mean():.0f}%) "
               f"| {np.median(ratios[sel]):.4f} | {ratios[sel].min():.4f} | {ratios[sel].max():.4f} |")
-    print(f"| all | {len(drops)} | {won.sum()} ({100 * won.mean():.0f}%) | {np.median(ratios):.4f} "
-          f"| {ratios.min():.4f} | {ratios.max():.4f} |")
+    groups = [("all", np.ones(len(drops), dtype=bool))]
+    if fed is not None:
+        groups += [("layers feeding a BatchNorm", into_bn), ("other layers", ~into_bn)]
+    for label, sel in groups:
+        if sel.any():
+            print(f"| {label} | {sel.sum()} | {won[sel].sum()} ({100 * won[sel].mean():.0f}%) "
+                  f"| {np.median(ratios[sel]):.4f} | {ratios[sel].min():.4f} | {ratios[sel].max():.4f} |")
 
 
 if __name__ == "__main__":

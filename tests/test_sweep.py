@@ -93,6 +93,68 @@ def test_refit_values_kept_only_where_the_network_kl_is_lower(monkeypatch):
     assert [[r[c] for c in same] for r in hurt] == [[p[c] for c in same] for p in plain]
 
 
+class _BatchNormFed(torch.nn.Module):
+    """conv1 feeds a BatchNorm; conv2 reaches one only through a ReLU; conv3 is called twice, once into a
+    BatchNorm and once not; fc feeds none."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)
+        self.conv3, self.bn3 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x))
+        x = self.bn2(torch.relu(self.conv2(x)))
+        x = self.bn3(self.conv3(x)) + self.conv3(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_batchnorm_fed_layers_are_those_whose_output_is_a_batchnorms_input():
+    from weight_sharing.models import batchnorm_fed_layers
+
+    torch.manual_seed(0)
+    assert batchnorm_fed_layers(_BatchNormFed(), (1, 12, 12)) == ["conv1"]
+    assert batchnorm_fed_layers(LeNet5(), (1, 28, 28)) == []
+
+
+@pytest.mark.parametrize("centroids, bn, refit", [(True, True, {"conv1", "conv2", "conv3", "fc"}),
+                                                  ("unnormalized", True, {"conv2", "conv3", "fc"}),
+                                                  ("unnormalized", False, {"conv1", "conv2", "conv3", "fc"}),
+                                                  (False, True, set())])
+def test_refit_scope_unnormalized_keeps_k_means_values_where_a_reestimated_batchnorm_follows(
+        monkeypatch, centroids, bn, refit):
+    """correct.centroids: unnormalized: the layers feeding a BatchNorm that correct.bn re-estimates get one
+    measurement per row (k-means values, no refit KL); every other layer is refit and checked as before."""
+    from weight_sharing.evaluate import EvaluationSpec
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (48, 1, 12, 12), dtype=np.uint8), rng.integers(0, 10, 48),
+                  np.array([0.5], np.float32), np.array([0.25], np.float32))
+    ev = Evaluator(_BatchNormFed().eval(), split, batch_size=48, device="cpu")
+    layers = list(ev.originals)
+    stats = gather_statistics(ev, second_moment=True)
+    spec = EvaluationSpec(model={}, data="", correct={"centroids": centroids, "bn": bn})
+    monkeypatch.setattr(EvaluationSpec, "read_statistics",
+                        lambda self, what, names: {l: stats[l][what] for l in names})
+    statistics = sweep.refit_statistics(spec, layers, ev)
+    if not refit:
+        assert statistics is None
+        return
+    assert {l for l, s in statistics.items() if s is not None} == refit
+    rows = sweep_layers(ev, layers, [2, 4], ev.accuracy(), max_bins=1 << 16, refit=statistics)[0].to_pylist()
+    assert {r["layer"] for r in rows if r["refit_kl"] is not None} == refit
+    assert not any(r["refit"] for r in rows if r["layer"] not in refit)
+
+
+def test_refit_scope_rejects_unknown_values():
+    with pytest.raises(ValueError, match=r"correct.centroids: 'some'; allowed: true, false, unnormalized"):
+        sweep.refit_scope({"centroids": "some"})
+
+
 def test_sweep_rejects_unknown_layer():
     with pytest.raises(ValueError, match=r"\['nope'\] are not shared layers"):
         sweep_layers(_evaluator(), ["conv1", "nope"], [2], 0.1, max_bins=1 << 16)

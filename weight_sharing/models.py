@@ -294,6 +294,44 @@ def called_layers(model: nn.Module, input_shape) -> list[str]:
     return list(dict.fromkeys(called))
 
 
+def batchnorm_fed_layers(model: nn.Module, input_shape) -> list[str]:
+    """Names of the Conv/Linear modules whose output, at every call of the eval-mode forward on one probe
+    image, is itself the input of a BatchNorm (the same tensor: nothing in between).
+
+    Re-estimating that BatchNorm's statistics after sharing (``correct.bn``) takes out any per-channel
+    shift and scale the shared weights add to the layer's output, which is much of what refitting its
+    codebook values to that output (``correct.centroids``) would correct.
+    """
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (layer, output kept alive)
+    calls: dict[str, int] = {}
+    fed: dict[str, int] = {}
+
+    def after_layer(mod, args, out, name):
+        calls[name] = calls.get(name, 0) + 1
+        outputs[id(out)] = (name, out)
+
+    def before_batchnorm(mod, args):
+        hit = outputs.get(id(args[0]))
+        if hit is not None and hit[1] is args[0]:
+            fed[hit[0]] = fed.get(hit[0], 0) + 1
+
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: after_layer(mod, i, o, n))
+             for name, m in model.named_modules() if conv_or_linear(m)]
+    hooks += [m.register_forward_pre_hook(before_batchnorm) for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    param = next(model.parameters())
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [name for name, n in calls.items() if fed.get(name, 0) == n]
+
+
 def shared_layers(model: nn.Module, names=None) -> list[tuple[str, nn.Module]]:
     """The layers that get a codebook, in definition order: every Conv/Linear module with a weight
     (grouped and depthwise convolutions included), or only those in ``names`` (the layer table's,
