@@ -79,8 +79,8 @@ def main() -> None:
     fed = batchnorm_fed(args.results, args.net, args.config) if args.config else None
     drops, ratios, won, into_bn = [], [], [], []
     for layer, rows in sweeps.items():
-        if any(r["refit_kl"] is None for r in rows):
-            raise SystemExit(f"{layer}: the run's sweep has no refit measurement (correct.centroids off)")
+        if any(r["refit_kl"] is None for r in rows):  # not refit (correct.centroids off or unnormalized)
+            continue
         weight = checkpoint[f"{layer}.weight"].numpy()
         moment = read_statistics(stats, [layer], "second")[layer]
         for r in rows:
@@ -92,6 +92,8 @@ def main() -> None:
             ratios.append(r["refit_kl"] / r["kmeans_kl"] if r["kmeans_kl"] > 0 else 1.0)
             won.append(r["refit_kl"] < r["kmeans_kl"])
             into_bn.append(fed is not None and layer in fed)
+    if not drops:
+        raise SystemExit(f"{args.net}: the run's sweep has no refit measurement (correct.centroids off)")
     drops, ratios, won, into_bn = np.array(drops), np.array(ratios), np.array(won), np.array(into_bn)
     print(f"{args.net}: {len(drops)} sweep rows; drop = 1 - output error(refit) / output error(k-means) of the layer")
     print("| output-error drop | rows | refit won on network KL | median KL refit / k-means "

@@ -39,9 +39,11 @@ def main() -> None:
     run = finished_run(args.results, args.net, args.config)
     cfg, spec, base = run.cfg, run.spec, run.baseline
     model = build_model(spec.model)
-    names = list(spec.evaluator("calib", model=model).originals)
+    probe = spec.evaluator("calib", model=model)
+    names = list(probe.originals)
     layers = names[::args.every]
-    refit = refit_statistics(spec, layers)
+    refit = refit_statistics(spec, layers, probe)
+    probe.release()
     grid, sharing = resolve_grid(cfg["sweep"]), cfg["sharing"]
     results = {}
     for resume in (False, True):

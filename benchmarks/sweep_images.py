@@ -63,7 +63,7 @@ def main() -> None:
                    calibration=part, **spec.engine_kwargs())
     part_accuracy = ev.accuracy()
     layers = names[::args.every]
-    refit = refit_statistics(spec, layers)
+    refit = refit_statistics(spec, layers, ev)
     grid, sharing = resolve_grid(cfg["sweep"]), cfg["sharing"]
     before, t = IMAGE_FORWARDS["images"], time.perf_counter()
     table = sweep_layers(ev, layers, grid, part_accuracy, cfg["sweep"]["max_bins"],
