@@ -280,18 +280,24 @@ def called_layers(model: nn.Module, input_shape) -> list[str]:
     would inflate the compression rate for free.
     """
     called: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: called.append(n))
-             for name, m in model.named_modules() if conv_or_linear(m)]
+    _probe(model, input_shape, [m.register_forward_hook(lambda mod, i, o, n=name: called.append(n))
+                                for name, m in model.named_modules() if conv_or_linear(m)])
+    return list(dict.fromkeys(called))
+
+
+def _probe(model: nn.Module, input_shape, hooks: list) -> None:
+    """One eval-mode forward of a zero image (on the model's device and dtype) with ``hooks`` registered,
+    which are removed after it; the model's mode is put back."""
     was_training = model.training
+    param = next(model.parameters(), torch.zeros(()))
     try:
         model.eval()
         with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return list(dict.fromkeys(called))
 
 
 def batchnorm_fed_layers(model: nn.Module, input_shape) -> list[str]:
@@ -319,16 +325,7 @@ def batchnorm_fed_layers(model: nn.Module, input_shape) -> list[str]:
              for name, m in model.named_modules() if conv_or_linear(m)]
     hooks += [m.register_forward_pre_hook(before_batchnorm) for m in model.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    was_training = model.training
-    param = next(model.parameters())
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _probe(model, input_shape, hooks)
     return [name for name, n in calls.items() if fed.get(name, 0) == n]
 
 
