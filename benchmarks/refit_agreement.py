@@ -51,10 +51,11 @@ def batchnorm_fed(results: str, net: str, config: str) -> set[str]:
     """The network's shared layers whose output goes straight into a BatchNorm."""
     from finished_runs import finished_run  # benchmarks/, next to this script
 
+    from weight_sharing.data import check_npz
     from weight_sharing.models import batchnorm_fed_layers, build_model
 
     run = finished_run(results, net, config)
-    shape = np.load(run.spec.data)["x_calib"].shape[1:]
+    shape = tuple(check_npz(run.spec.data)["image_shape"])  # from the headers, no image loaded
     return set(batchnorm_fed_layers(build_model(run.spec.model), shape))
 
 

@@ -189,14 +189,15 @@ def refit_statistics(spec: EvaluationSpec, layers: list[str], evaluator: Evaluat
     scope = refit_scope(spec.correct)
     if scope is None:
         return None
-    moments = spec.read_statistics("second", layers)
-    means = spec.read_statistics("mean", layers) if spec.correct.get("bias") else {}
-    skip = set()
+    refit = list(layers)
     if scope == "unnormalized":
-        skip = set(batchnorm_fed_layers(evaluator.model, tuple(evaluator.split.x.shape[1:])))
+        fed = set(batchnorm_fed_layers(evaluator.model, tuple(evaluator.split.x.shape[1:])))
+        refit = [l for l in layers if l not in fed]
         log.info("correct.centroids: unnormalized: %d of %d layers feed a re-estimated BatchNorm and keep their "
-                 "k-means values", len(skip & set(layers)), len(layers))
-    return {l: None if l in skip else (moments[l], means.get(l)) for l in layers}
+                 "k-means values", len(layers) - len(refit), len(layers))
+    moments = spec.read_statistics("second", refit) if refit else {}  # only what the refits read
+    means = spec.read_statistics("mean", refit) if refit and spec.correct.get("bias") else {}
+    return {l: (moments[l], means.get(l)) if l in moments else None for l in layers}
 
 
 def run(*, spec: EvaluationSpec, baseline: str, layers: list[str], sweep: dict, sharing: dict, out: str,
