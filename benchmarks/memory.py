@@ -86,7 +86,7 @@ def make_inputs(work: Path, calib: int, test: int, size: int) -> dict:
                      "centroids": cb.centroids.tolist(), "layer_index": i, "fallback": False})
     pq.write_table(pa.Table.from_pylist(rows), work / "candidates.parquet")
     pq.write_table(pa.Table.from_pylist([{"point": 0, "k": [16] * len(layers), "choice": [0] * len(layers),
-                                          "predicted_al": 0.0, "cr": 7.0}]), work / "front.parquet")
+                                          "predicted": 0.0, "cr": 7.0}]), work / "front.parquet")
     return {"npz": str(npz), "model": {**MODEL, "checkpoint": str(ckpt)}, "evaluation": EVALUATION,
             "candidates": str(work / "candidates.parquet"), "front": str(work / "front.parquet"),
             "baseline": str(work / "baseline.json"), "layers": str(work / "layers.parquet"),

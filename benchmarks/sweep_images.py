@@ -59,7 +59,7 @@ def main() -> None:
     probe.release()
     statistics = {what: spec.read_statistics(what, names) for what in sorted({w for c in corrections
                                                                               for w in c.statistics})}
-    ev = Evaluator(model, part, corrections=[c.key for c in corrections], statistics=statistics,
+    ev = Evaluator(model, part, corrections=[c() for c in corrections], statistics=statistics,
                    calibration=part, **spec.engine_kwargs())
     part_accuracy = ev.accuracy()
     layers = names[::args.every]

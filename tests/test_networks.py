@@ -299,3 +299,46 @@ def test_imagenet_config_dry_run_with_local_weights(tmp_path):
     assert jobs["decode"] == 7 and jobs["prepare"] == 7 and jobs["export"] == 7
     # 58 + 95 + ... shared layers, swept 8 per job
     assert jobs["sweep"] >= 7 * 7
+
+
+def test_image_subset_is_a_seeded_random_part_in_split_order_from_memory_or_file(tmp_path):
+    """``sample.images``: the same images for the same seed whether the split is in memory or read on demand,
+    in the split's order with their own labels; a split sorted by class gives a part of every class."""
+    from weight_sharing.data import StoredArray, image_subset, load_split
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (300, 1, 28, 28), dtype=np.uint8)
+    npz = tmp_path / "d.npz"
+    y_sorted = np.repeat(np.arange(10), 30)  # sorted by class, as ImageNet's validation images are
+    np.savez(npz, x_calib=x, y_calib=y_sorted, x_test=x[:10], y_test=y_sorted[:10], mean=np.array([0.1]),
+             std=np.array([0.3]))
+    stored = load_split(npz, "calib")
+    assert isinstance(stored.x, StoredArray)
+    memory = Split(np.array(x), y_sorted, stored.mean, stored.std)
+    a, b = image_subset(stored, 40, seed=3), image_subset(memory, 40, seed=3)
+    assert len(a) == 40 and np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+    rows = [int(np.flatnonzero((x == img).all(axis=(1, 2, 3)))[0]) for img in a.x]
+    assert rows == sorted(rows) and len(set(rows)) == 40  # distinct images, in the split's order
+    assert np.array_equal(a.y, y_sorted[rows])
+    assert len(set(a.y.tolist())) >= 8  # the first 40 would hold two classes
+    assert not np.array_equal(image_subset(memory, 40, seed=4).x, b.x)
+    assert image_subset(memory, 0, seed=3) is memory and image_subset(memory, 300, seed=3) is memory
+    with pytest.raises(ValueError, match="images: -1; allowed"):
+        image_subset(memory, -1, seed=0)
+
+
+def test_a_calibration_evaluator_on_part_of_the_images(tiny_npz, lenet_checkpoint):
+    """``EvaluationSpec.evaluator(images=m)``: the sample stage's evaluator measures the seeded part only, and
+    its baseline accuracy (``reference_accuracy``) is the unmodified model's on that part."""
+    from weight_sharing.data import image_subset, load_split
+    from weight_sharing.evaluate import EvaluationSpec
+
+    spec = EvaluationSpec(model={"source": "builtin", "arch": "lenet5", "checkpoint": str(lenet_checkpoint)},
+                          data=str(tiny_npz), engine={"device": "cpu"})
+    part = spec.evaluator("calib", images=15, seed=2)
+    whole = spec.evaluator("calib")
+    assert part.n == 15 and whole.n == 40
+    expected = image_subset(load_split(tiny_npz, "calib"), 15, seed=2)
+    assert np.array_equal(part.split.x, expected.x)
+    assert part.reference_accuracy() == Evaluator(part.model, expected, device="cpu").accuracy()
+    assert whole.reference_accuracy() == whole.accuracy()

@@ -36,6 +36,13 @@ def test_changing_sample_count_reruns_from_sample(tiny_run):
     assert jobs["sample"] == 2
 
 
+def test_changing_sample_images_reruns_from_sample_and_the_surrogate_target_from_surrogate(tiny_run):
+    jobs = dry_run_after_change(tiny_run, lambda c: c["sample"].update(images=50))
+    assert set(jobs) == {"sample", "surrogate"} | DOWNSTREAM_OF_SEARCH
+    jobs = dry_run_after_change(tiny_run, lambda c: c["surrogate"].update(target="kl"))
+    assert set(jobs) == {"surrogate"} | DOWNSTREAM_OF_SEARCH
+
+
 def test_changing_sweep_grid_reruns_from_sweep(tiny_run):
     jobs = dry_run_after_change(tiny_run, lambda c: c["sweep"].update(k_values=[2, 3, 4, 8, 16, 32, 256]))
     assert set(jobs) == {"sweep", "candidates", "sample", "surrogate", "uniform"} | DOWNSTREAM_OF_SEARCH

@@ -193,7 +193,7 @@ def test_fronts_star_marks_the_chosen_point_not_another_with_the_same_k(tmp_path
              "on_front": True},
             {"point": 1, "k": [2, 2], "groups": [1, 6], "cr": 9.0, "calib_al": 0.001, "test_al": 0.002,
              "on_front": True}]
-    predicted = pa.Table.from_pylist([{"cr": r["cr"], "predicted_al": r["calib_al"]} for r in rows])
+    predicted = pa.Table.from_pylist([{"cr": r["cr"], "predicted": r["calib_al"]} for r in rows])
     uniform = pa.Table.from_pylist([{"granularity": "tensor", "cr": 4.0, "test_al": 0.001},
                                     {"granularity": "channel", "cr": 5.0, "test_al": 0.002}])
     report.plot_fronts(predicted, pa.Table.from_pylist(rows), uniform, {"test_accuracy": 0.97}, 0.99,

@@ -115,7 +115,7 @@ def test_nsga2_returns_non_dominated_exact_points():
     front = run_nsga2(cands, surrogate, pop_size=40, generations=60, seed=1)
     choice = np.array(front.column("choice").to_pylist())
     cr = np.array(front.column("cr").to_pylist())
-    al = np.array(front.column("predicted_al").to_pylist())
+    al = np.array(front.column("predicted").to_pylist())
     assert len(front) >= 5
     assert pareto_mask(cr, al).all()
     ks = np.array(front.column("k").to_pylist())
@@ -173,7 +173,7 @@ def test_all_zero_layer_gives_finite_features():
     surrogate = {"kind": "linear", "features": ["layer_al", "layer_noise"], "layers": ["z", "w"],
                  "coef": [1.0, 1.0, 1.0, 1.0], "intercept": 0.0}
     front = run_nsga2(cands, surrogate, pop_size=8, generations=5, seed=0)
-    assert np.isfinite(front.column("predicted_al").to_numpy()).all()
+    assert np.isfinite(front.column("predicted").to_numpy()).all()
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -209,8 +209,8 @@ def test_exact_search_front_dominates_nsga2():
                  "coef": [1.0, 0.8, 1.2, 0.5, 0.3] + [0.01] * 5, "intercept": 0.001}
     exact = run_exact(cands, surrogate, max_points=1000)
     nsga = run_nsga2(cands, surrogate, pop_size=20, generations=10, seed=0)
-    ecr, eal = exact.column("cr").to_numpy(), exact.column("predicted_al").to_numpy()
-    for cr, al in zip(nsga.column("cr").to_numpy(), nsga.column("predicted_al").to_numpy()):
+    ecr, eal = exact.column("cr").to_numpy(), exact.column("predicted").to_numpy()
+    for cr, al in zip(nsga.column("cr").to_numpy(), nsga.column("predicted").to_numpy()):
         better = ecr >= cr - 1e-12
         assert eal[better].min() <= al + 1e-12  # the exact front is at least as good at every CR
     ks = np.array(exact.column("k").to_pylist())
@@ -237,8 +237,8 @@ def test_mutation_reaches_every_candidate():
 class FakeEvaluator:
     """Measures a combination by a fixed rule: each layer at its smallest candidate breaks ``cost`` images."""
 
-    def __init__(self, cands, cost):
-        self.cands, self.cost, self.books = cands, cost, {}
+    def __init__(self, cands, cost, kl_per_image=0.0):
+        self.cands, self.cost, self.books, self.kl_per_image = cands, cost, {}, kl_per_image
 
     def apply(self, books):
         self.books = books
@@ -251,7 +251,8 @@ class FakeEvaluator:
 
         broken = sum(self.cost[i] for i, n in enumerate(self.cands.layer_names)
                      if self.books[n].k == self.cands.k[i, 0])
-        return Measurement(accuracy=0.9 - broken / 500, kl=0.0, changed=broken / 500, broken=broken, fixed=0, n=500)
+        return Measurement(accuracy=0.9 - broken / 500, kl=self.kl_per_image * broken, changed=broken / 500,
+                           broken=broken, fixed=0, n=500)
 
 
 def test_refinement_rounds_add_data_and_stop():
@@ -313,3 +314,36 @@ def test_spread_keeps_at_most_n_points_with_ties_at_the_end():
         v = np.sort(rng.integers(0, 4, size=12)).astype(float)
         got = spread(v, n)
         assert len(got) <= n and got[0] == 0 and got[-1] == len(v) - 1
+
+
+def test_refinement_with_the_kl_target_refits_on_the_measured_kl():
+    """``surrogate.target: kl``: the samples' KL and then each measured point's calibration KL are the data.
+    Here the KL is 3/500 per broken image, i.e. exactly 3x the top-1 loss, so the KL run must measure the same
+    points as a top-1 run and end with exactly 3x its coefficients; a round refitted on the top-1 loss
+    instead would break that."""
+    from weight_sharing.refine import refine_front
+    from weight_sharing.sample import draw_combinations, evaluate_combinations
+    from weight_sharing.search_methods import run_search
+
+    cands = make_candidates(n_layers=4, seed=5)
+    ev = FakeEvaluator(cands, cost=[1, 2, 8, 0], kl_per_image=3 / 500)
+    samples = evaluate_combinations(ev, cands, draw_combinations(cands.sizes, 40, seed=0), 0.9)
+    assert np.allclose(samples.column("kl").to_numpy(), 3 * samples.column("al").to_numpy())
+    x = design_matrix(["layer_al"], {"layer_al": np.array(samples.column("layer_al").to_pylist())})
+    search = {"method": "exact", "exact": {"max_points": 30}}
+    baseline = {"calib_images": 500, "calib_accuracy": 0.9}
+    runs = {}
+    for target in ("al", "kl"):
+        surrogate, _ = fit_surrogate(x, samples.column(target).to_numpy(), cands.layer_names, folds=4,
+                                     feature_names=["layer_al"], positive=True, target=target)
+        front = run_search(cands, surrogate, search)
+        runs[target] = refine_front(ev, cands, samples, surrogate, front, baseline, 0.99, PLAIN, 3, search)
+    (al_points, al_model, al_history), (kl_points, kl_model, _) = runs["al"], runs["kl"]
+    assert len(al_history) >= 2 and al_history[-1]["samples"] > 40  # at least one refit on measured points
+    assert kl_model["target"] == "kl" and al_model["target"] == "al"
+    assert al_points.column("choice").to_pylist() == kl_points.column("choice").to_pylist()
+    assert np.allclose(kl_model["coef"], 3 * np.asarray(al_model["coef"]))
+    assert np.allclose(kl_points.column("predicted").to_numpy(), 3 * al_points.column("predicted").to_numpy())
+    with pytest.raises(ValueError, match="surrogate.target: 'top5'; allowed: al, kl"):
+        fit_surrogate(x, samples.column("al").to_numpy(), cands.layer_names, feature_names=["layer_al"],
+                      target="top5")

@@ -44,6 +44,21 @@ class Split:
         return len(self.x)
 
 
+def image_subset(split: Split, images: int, seed: int) -> Split:
+    """At most ``images`` of the split's images: a seeded random choice, kept in the split's order (all of them
+    when ``images`` is 0 or not below their count). Random, not the first ones: a user's split may be sorted by
+    class (ImageNet's validation images are)."""
+    n = len(split)
+    if images < 0:
+        raise ValueError(f"images: {images}; allowed: 0 (all) or a positive count")
+    if images == 0 or images >= n:
+        return split
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=images, replace=False))
+    x = split.x[idx] if isinstance(split.x, np.ndarray) else np.stack([split.x[int(i)] for i in idx])
+    return Split(x=np.ascontiguousarray(x), y=None if split.y is None else np.asarray(split.y)[idx], mean=split.mean,
+                 std=split.std)
+
+
 def _npz_header(path: Path, key: str):
     """Shape and dtype of one array of an .npz without reading its data."""
     with zipfile.ZipFile(path) as zf:

@@ -30,7 +30,7 @@ from torch import nn
 
 from .codebook import Codebook
 from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics, with_bias
-from .data import SELECT, Split, load_split
+from .data import SELECT, Split, image_subset, load_split
 from .models import build_model, shared_layers
 from .resume import LayerSplit, SplitModel
 from .sharing import shared_weight
@@ -313,6 +313,13 @@ class Evaluator:
             self._reference = (logp, pred)
         return self._reference
 
+    def reference_accuracy(self) -> float:
+        """Top-1 accuracy of the unmodified model on this split (from :meth:`reference`, no pass of its own
+        once that is computed)."""
+        if self.y is None:
+            raise ValueError("accuracy: this split has no labels (the unlabelled selection images)")
+        return int((self.reference()[1] == self.y).sum()) / self.n
+
     def measure(self) -> Measurement:
         """Accuracy, KL to the unmodified model and changed predictions, in one pass."""
         ref_logp, ref_pred = self.reference()
@@ -431,20 +438,23 @@ class EvaluationSpec:
         """The same model, data and engine without corrections (a reloaded export carries them)."""
         return replace(self, correct={}, statistics=None)
 
-    def evaluator(self, split: str, layers=None, model: nn.Module | None = None, **engine) -> Evaluator:
+    def evaluator(self, split: str, layers=None, model: nn.Module | None = None, images: int = 0, seed: int = 0,
+                  **engine) -> Evaluator:
         """An evaluator of ``split`` (calib, test, select) with the corrections; ``model``: a built model to
-        use (else one is built from the config); ``engine``: settings overriding the spec's."""
+        use (else one is built from the config); ``images``: at most that many of the split's images, a seeded
+        random choice (``data.image_subset``; 0: all), on which a calibration evaluator's corrections also take
+        their statistics; ``engine``: settings overriding the spec's."""
         if model is None:
             model = build_model(self.model)
         corrections = enabled_corrections(self.correct)
         names = [n for n, _ in shared_layers(model, layers)]
         statistics = {what: self.read_statistics(what, names)
                       for what in sorted({w for c in corrections for w in c.statistics})}
-        data = load_split(self.data, split)
+        data = image_subset(load_split(self.data, split), images, seed)
         calib = None
         if corrections:
             calib = data if split == "calib" else load_split(self.data, "calib")
-        return Evaluator(model, data, layers=layers, corrections=[c.key for c in corrections], statistics=statistics,
+        return Evaluator(model, data, layers=layers, corrections=[c() for c in corrections], statistics=statistics,
                          calibration=calib, **{**self.engine_kwargs(), **engine})
 
 

@@ -18,7 +18,7 @@ from .bound import SelectRule, choose
 from .evaluate import EvaluationSpec, measure_all, measurement_columns
 from .io import read_json, read_parquet, write_json, write_parquet
 from .search_methods import run_search
-from .surrogate_model import candidate_features, design_matrix, fit_surrogate, sample_features
+from .surrogate_model import candidate_features, design_matrix, fit_surrogate, sample_features, target_column
 from .tables import REFINED_SCHEMA, CandidateSet, read_samples, write_point_tensors
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: d
     the last surrogate and one record per round. ``tensors``: a dict that receives, per returned point, the
     model tensors the corrections gave it (``Evaluator.export_tensors``)."""
     features, positive = surrogate["features"], surrogate["positive"]
+    target = surrogate.get("target", "al")
+    column = target_column(target)
     energy = cands.energy
     x = design_matrix(features, sample_features(samples, energy))
-    y = np.asarray(samples.column("al").to_numpy(), dtype=np.float64)
+    y = np.asarray(samples.column(column).to_numpy(), dtype=np.float64)
     base = baseline["calib_accuracy"]
     history, best_cr = [], None
     seen: dict[tuple, dict] = {}
@@ -63,11 +65,11 @@ def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: d
             break
         choice = np.array([p["choice"] for p in new], dtype=np.int64)
         x = np.vstack([x, design_matrix(features, candidate_features(cands, choice))])
-        y = np.concatenate([y, [row["calib_al"] for row in rows]])
+        y = np.concatenate([y, [row[f"calib_{column}"] for row in rows]])
         surrogate, _ = fit_surrogate(x, y, cands.layer_names, folds=surrogate["folds"], seed=surrogate["seed"],
-                                     feature_names=features, positive=positive)
+                                     feature_names=features, positive=positive, target=target)
         front = run_search(cands, surrogate, search)
-    union = sorted(seen.values(), key=lambda p: (p["cr"], p["predicted_al"]))
+    union = sorted(seen.values(), key=lambda p: (p["cr"], p["predicted"]))
     table = pa.Table.from_pylist([{**p, "point": i} for i, p in enumerate(union)], schema=REFINED_SCHEMA)
     if tensors is not None:
         tensors.update({i: corrected[tuple(p["choice"])] for i, p in enumerate(union)})

@@ -57,13 +57,16 @@ def plot_sensitivity(sweep_files: list[str], path, title: str) -> None:
 
 
 def plot_fronts(predicted, validated, uniform, baseline: dict, bound: float, path, title: str,
-                chosen=None, chosen_on: str = "calibration") -> None:
+                chosen=None, chosen_on: str = "calibration", target: str = "al") -> None:
     """Predicted vs validated fronts, the uniform-K references (per tensor, per channel group), the accuracy
     bound, and the point chosen on ``chosen_on`` (``chosen``: its ``point`` number in the validated table;
-    a K vector alone is ambiguous, two points may differ only in their codebook counts) at its test loss."""
+    a K vector alone is ambiguous, two points may differ only in their codebook counts) at its test loss.
+    The predicted front is drawn where the surrogate predicts the accuracy loss (``target`` al); a predicted
+    KL has no place on this axis."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(predicted.column("cr").to_numpy(), 100 * predicted.column("predicted_al").to_numpy(),
-               s=10, marker="x", color="grey", label="predicted (surrogate)")
+    if target == "al":
+        ax.scatter(predicted.column("cr").to_numpy(), 100 * predicted.column("predicted").to_numpy(),
+                   s=10, marker="x", color="grey", label="predicted (surrogate)")
     v = validated
     ax.scatter(v.column("cr").to_numpy(), 100 * v.column("calib_al").to_numpy(), s=10, color="tab:orange",
                alpha=0.6, label="measured, calibration")
@@ -188,6 +191,7 @@ def network_summary(net: str, category: str, bound: float, rule: SelectRule, bas
         "front_points": sum(bool(x["on_front"]) for x in v),
         "validated_points": len(v),
         "surrogate_r2": surrogate["r2_heldout"], "surrogate_rmse": surrogate["rmse_heldout"],
+        "surrogate_target": surrogate.get("target", "al"),
         "surrogate_spearman": surrogate.get("spearman_heldout"),
     }
     for granularity in UNIFORM_GRANULARITIES:
@@ -235,6 +239,7 @@ def run(*, net: str, category: str, bound: float, select: dict, baseline: str, l
         + (f"{r['best_calib_cr']:.2f}" if r["best_calib_cr"] else "none") for r in rounds) or "off"
     plot_fronts(read_parquet(predicted), read_parquet(validated), read_parquet(uniform), base, bound, out_fronts,
                 f"{net} ({category}, bound {bound:.0%})", chosen=row["best_point"],
-                chosen_on="unlabelled images" if rule.split == "unlabelled" else "calibration")
+                chosen_on="unlabelled images" if rule.split == "unlabelled" else "calibration",
+                target=read_json(surrogate).get("target", "al"))
     write_json(row, out_summary)
     return row

@@ -2,7 +2,10 @@
 
 They are the surrogate's training data. All combinations come from one seeded
 draw and shard i evaluates its slice, so the union does not depend on the
-shard count.
+shard count. ``sample.images`` measures each on a seeded random part of the
+calibration images (BatchNorm re-estimated on that part): the KL to the baseline
+(``surrogate.target: kl``) stays a usable signal on far fewer images than the
+top-1 loss, which moves in steps of one image.
 """
 from __future__ import annotations
 
@@ -82,9 +85,15 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, baseline: str, sa
     choices = draw_combinations(cands.sizes, n, seed)
     start, stop = shard_bounds(len(choices), shards, shard)
     base = read_json(baseline)
-    ev = spec.evaluator("calib", cands.layer_names)
+    images = int(sample.get("images", 0))
+    ev = spec.evaluator("calib", cands.layer_names, images=images, seed=seed)
+    # the loss against the baseline on the images measured: a part of the calibration images has its own accuracy
+    base_accuracy = base["calib_accuracy"] if ev.n == base["calib_images"] else ev.reference_accuracy()
+    if ev.n != base["calib_images"]:
+        log.info("sample: each combination measured on %d of the %d calibration images (baseline %.2f%% on them)",
+                 ev.n, base["calib_images"], 100 * base_accuracy)
     t = time.perf_counter()
-    table = evaluate_combinations(ev, cands, choices[start:stop], base["calib_accuracy"], first_index=start)
+    table = evaluate_combinations(ev, cands, choices[start:stop], base_accuracy, first_index=start)
     dt = time.perf_counter() - t
     log.info("sample shard %d/%d: %d combinations in %.1f s (%.0f images/s)", shard, shards, stop - start, dt,
              (stop - start) * ev.n / max(dt, 1e-9))

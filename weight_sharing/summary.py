@@ -10,6 +10,13 @@ from .io import read_json, write_text
 from .job import STAGES
 
 
+def _surrogate_rmse(row: dict) -> str:
+    """The surrogate's held-out RMSE in its target's unit: pp of accuracy loss, or KL."""
+    if row.get("surrogate_target", "al") == "al":
+        return f"{100 * row['surrogate_rmse']:.2f} pp; al"
+    return f"{row['surrogate_rmse']:.3g}; kl"
+
+
 def _fmt(v, pct=False, digits=2):
     if v is None:
         return "—"
@@ -35,7 +42,7 @@ def summary_markdown(rows: list[dict]) -> str:
             "| best CR in bound "
             "| its AL calib / test [pp] | CR range in bound | uniform CR per tensor / per channel (K) "
             "| gain over the better uniform | CR @99% / @98% "
-            "| uniform CR @99% / @98% | oracle CR, selected on test | front points | surrogate R² (RMSE pp) "
+            "| uniform CR @99% / @98% | oracle CR, selected on test | front points | surrogate R² (RMSE; target) "
             "| time [s] |")
     lines = ["# Weight-sharing exploration summary", "",
              "Every CR is **chosen without the test split**: the highest CR whose calibration loss meets the bound "
@@ -74,7 +81,7 @@ def summary_markdown(rows: list[dict]) -> str:
             f"| {rng} | {ub} | {gain} "
             f"| {_fmt(r['best_cr_99'])} / {_fmt(r['best_cr_98'])} "
             f"| {_fmt(r['uniform_cr_99'])} / {_fmt(r['uniform_cr_98'])} | {_fmt(r['oracle_cr_selected_on_test'])} "
-            f"| {r['front_points']} | {r['surrogate_r2']:.3f} ({100 * r['surrogate_rmse']:.2f}) "
+            f"| {r['front_points']} | {r['surrogate_r2']:.3f} ({_surrogate_rmse(r)}) "
             f"| {r['time_total_s']:.0f} |")
     lines += ["", "## Refinement rounds (calibration only)", "",
               "Each round measures the predicted front on calibration, adds it to the surrogate's data, refits "

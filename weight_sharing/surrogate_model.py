@@ -1,4 +1,4 @@
-"""The surrogate model: network AL as a linear function of per-layer features of the chosen K.
+"""The surrogate model: network AL (or KL) as a linear function of per-layer features of the chosen K.
 
 The paper's model uses one feature per layer, the layer's sweep AL
 (``features: [layer_al]``). The sweep AL is measured on a finite calibration
@@ -14,6 +14,13 @@ baseline) is a third feature a config may add. Every feature is defined once,
 in :data:`FEATURES` (name -> its value from a candidate's sweep values), for the
 samples, the search and refinement alike. The surrogate stage fits it; search and
 refine use it.
+
+What it predicts is ``surrogate.target`` (:data:`TARGETS`): the network's top-1
+loss on the calibration images (``al``), or its KL divergence to the baseline
+there (``kl``), which a layer's error adds to nearly additively and which does not
+move in steps of one image, so samples measured on fewer images still carry it.
+The search then minimises the target at every compression rate; every choice is
+still made on the measured top-1 loss.
 """
 from __future__ import annotations
 
@@ -52,6 +59,18 @@ def feature_values(al, kl, inertia, energy) -> dict[str, np.ndarray]:
     return {name: f(values) for name, f in FEATURES.items()}
 
 
+# surrogate.target -> (the sample table's column it is fitted on, its name in words); a measured front point
+# adds its ``calib_`` column of the same name (refine)
+TARGETS = {"al": ("al", "accuracy loss"), "kl": ("kl", "KL divergence to the baseline")}
+
+
+def target_column(target: str) -> str:
+    """The sample table's column that ``surrogate.target`` names."""
+    if target not in TARGETS:
+        raise ValueError(f"surrogate.target: {target!r}; allowed: {', '.join(TARGETS)}")
+    return TARGETS[target][0]
+
+
 def design_matrix(feature_names, per_layer: dict[str, np.ndarray]) -> np.ndarray:
     """Columns: each named feature for every layer, in order (N, len(features) * L)."""
     bad = [f for f in feature_names if f not in FEATURES]
@@ -83,12 +102,14 @@ def _regression(positive: bool):
     return make_pipeline(StandardScaler(with_mean=False), LinearRegression(positive=positive))
 
 
-def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
+def fit_surrogate(features: np.ndarray, measured: np.ndarray, layers: list[str],
                   folds: int = 5, seed: int = 0, feature_names=("layer_al",),
-                  positive: bool = False) -> tuple[dict, np.ndarray]:
-    """Fit AL_net = intercept + coef . features; return the model dict and out-of-fold predictions."""
+                  positive: bool = False, target: str = "al") -> tuple[dict, np.ndarray]:
+    """Fit measured = intercept + coef . features (``target``: what ``measured`` holds, :data:`TARGETS`);
+    return the model dict and out-of-fold predictions."""
+    target_column(target)
     x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(layers) * len(feature_names):
         raise ValueError(f"surrogate: features {x.shape} do not match target {y.shape}, {len(layers)} layers "
                          f"and features {list(feature_names)}")
@@ -112,7 +133,8 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
         oof = np.full_like(y, np.nan)
     held_out = used >= 2 and np.var(y) > 0
     model = {
-        "kind": "linear", "features": list(feature_names), "positive": bool(positive), "layers": list(layers),
+        "kind": "linear", "target": target, "features": list(feature_names), "positive": bool(positive),
+        "layers": list(layers),
         "coef": (reg[-1].coef_ / reg[0].scale_).tolist(), "intercept": float(reg[-1].intercept_),
         "folds": folds, "folds_used": used, "seed": seed, "n_samples": int(x.shape[0]),
         "r2_heldout": float(r2_score(y, oof)) if held_out else float("nan"),
@@ -124,7 +146,8 @@ def fit_surrogate(features: np.ndarray, target: np.ndarray, layers: list[str],
 
 
 def predict(model: dict, features: np.ndarray) -> np.ndarray:
-    """Predicted network AL for rows of the design matrix (see ``design_matrix``)."""
+    """The predicted target (network AL or KL, ``model["target"]``) for rows of the design matrix
+    (see ``design_matrix``)."""
     if model.get("kind") not in KINDS:
         raise ValueError(f"surrogate: unknown kind {model.get('kind')!r}; allowed: {KINDS}")
     return np.asarray(features, dtype=np.float64) @ np.asarray(model["coef"]) + model["intercept"]

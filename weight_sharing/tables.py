@@ -36,7 +36,7 @@ SAMPLE_SCHEMA = pa.schema([
 # front_predicted.parquet: the search's points
 FRONT_SCHEMA = pa.schema([
     ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
-    ("choice", pa.list_(pa.int64())), ("predicted_al", pa.float64()), ("cr", pa.float64()),
+    ("choice", pa.list_(pa.int64())), ("predicted", pa.float64()), ("cr", pa.float64()),
 ])
 
 # the measurement columns of one split (see ``evaluate.measurement_columns``), calibration and test
@@ -81,7 +81,7 @@ def read_point_tensors(path: str) -> dict[int, dict[str, np.ndarray]]:
 # front_validated.parquet
 VALIDATED_SCHEMA = pa.schema([
     ("point", pa.int64()), ("k", pa.list_(pa.int64())), ("groups", pa.list_(pa.int64())),
-    ("choice", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted_al", pa.float64()),
+    ("choice", pa.list_(pa.int64())), ("cr", pa.float64()), ("predicted", pa.float64()),
     *SPLIT_COLUMNS, *SELECT_COLUMNS, ("on_front", pa.bool_()), ("selectable", pa.bool_()),
     ("test_within_bound", pa.bool_()),
 ])
@@ -198,8 +198,8 @@ class CandidateSet:
     def codebooks_of(self, choice) -> dict:
         return {n: self.codebooks[i][int(c)] for i, (n, c) in enumerate(zip(self.layer_names, choice))}
 
-    def front_rows(self, choices: np.ndarray, predicted_al: np.ndarray, cr: np.ndarray) -> list[dict]:
+    def front_rows(self, choices: np.ndarray, predicted: np.ndarray, cr: np.ndarray) -> list[dict]:
         """Rows of ``FRONT_SCHEMA`` for (N, L) candidate indices, numbered in the given order."""
         return [{"point": i, "k": self.gather(self.k, c).tolist(), "groups": self.gather(self.groups, c).tolist(),
-                 "choice": np.asarray(c).tolist(), "predicted_al": float(a), "cr": float(r)}
-                for i, (c, a, r) in enumerate(zip(choices, predicted_al, cr))]
+                 "choice": np.asarray(c).tolist(), "predicted": float(a), "cr": float(r)}
+                for i, (c, a, r) in enumerate(zip(choices, predicted, cr))]

@@ -31,7 +31,7 @@ def validate_front(front: pa.Table, measured: list[dict], baseline: dict, bound:
     ``on_front``: the Pareto set on the test split (for the plot).
     """
     rows = [{"point": r["point"], "k": r["k"], "groups": r.get("groups") or [1] * len(r["k"]), "choice": r["choice"],
-             "cr": r["cr"], "predicted_al": r["predicted_al"], **m}
+             "cr": r["cr"], "predicted": r["predicted"], **m}
             for r, m in zip(front.to_pylist(), measured)]
     if rows:
         mask = pareto_mask([r["cr"] for r in rows], [r["test_al"] for r in rows])
