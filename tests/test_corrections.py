@@ -429,10 +429,14 @@ def _bn_net():
     return model
 
 
-def test_batchnorm_reestimation_in_the_measuring_pass_equals_a_separate_pass():
+@pytest.mark.parametrize("shift", [False, True])  # correct.bn: true | shift
+def test_batchnorm_reestimation_in_the_measuring_pass_equals_a_separate_pass(shift):
     """On the calibration split in one batch, the re-estimation rides on the measurement: one pass instead
     of two, with the same statistics and the same logits bit for bit as the statistics pass followed by an
     eval pass (the path of the test split and of calibration in several batches)."""
+    from weight_sharing.correct import BatchNormReestimation, BatchNormShift
+
+    kind = BatchNormShift if shift else BatchNormReestimation
     from weight_sharing import evaluate
 
     rng = np.random.default_rng(0)
@@ -444,7 +448,7 @@ def test_batchnorm_reestimation_in_the_measuring_pass_equals_a_separate_pass():
         # batch_size 64: the split is one batch (fused); the separate path gets a distinct calibration
         # evaluator over the same images, as the test split's evaluator does
         other = Split(x=calib.x, y=calib.y, mean=calib.mean, std=calib.std)
-        ev = Evaluator(model, calib, batch_size=64, device="cpu", layers=["0", "3", "7"], corrections=["bn"],
+        ev = Evaluator(model, calib, batch_size=64, device="cpu", layers=["0", "3", "7"], corrections=[kind()],
                        calibration=calib if fused else other)
         assert ev.corrections[0].defers_to_pass == fused
         ev.reference()
@@ -463,6 +467,46 @@ def test_batchnorm_reestimation_in_the_measuring_pass_equals_a_separate_pass():
     assert s1.keys() == s2.keys() and all(np.array_equal(s1[k], s2[k]) for k in s1)
     assert not np.allclose(s1["1.running_mean"], _bn_net()[1].running_mean.numpy())  # re-estimated
     assert torch.equal(l1, l2)
+
+
+def test_batchnorm_shift_is_the_trained_network_where_sharing_changes_nothing_and_moves_it_by_the_change():
+    """``correct.bn: shift``: a codebook after every BatchNorm leaves the trained statistics exactly (plain
+    re-estimation refits them to the calibration images anyway); a codebook before one moves its mean by the
+    change of its input's mean and its variance by the ratio of its input's variances, on the same images."""
+    from weight_sharing.correct import BatchNormShift, enabled_corrections
+
+    assert enabled_corrections({"bn": "shift"}) == [BatchNormShift]
+    rng = np.random.default_rng(3)
+    calib = Split(x=rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8), y=rng.integers(0, 10, 64),
+                  mean=np.array([0.5], np.float32), std=np.array([0.25], np.float32))
+    images = torch.from_numpy((calib.x.astype(np.float32) - 127.5) / 63.75)
+    trained = _bn_net()
+    plain = Evaluator(_bn_net(), calib, device="cpu", layers=["0", "3", "7"], corrections=["bn"], calibration=calib)
+    ev = Evaluator(_bn_net(), calib, device="cpu", layers=["0", "3", "7"], corrections=[BatchNormShift()],
+                   calibration=calib)
+    head = {"7": kmeans_grid(ev.originals["7"].numpy().ravel(), [4])[4]}
+    for e in (plain, ev):
+        e.apply(head)
+        e.measure()
+    for i in (1, 4):
+        assert torch.equal(ev.model[i].running_mean, trained[i].running_mean)
+        assert torch.equal(ev.model[i].running_var, trained[i].running_var)
+        assert not torch.allclose(plain.model[i].running_mean, trained[i].running_mean)
+    ev.restore()
+
+    books = {"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [3])[3]}
+    shared = copy.deepcopy(trained)
+    with torch.no_grad():
+        shared[0].weight.copy_(shared_weight(ev.originals["0"], books["0"])[1])
+    before, after = trained[0](images), shared[0](images)  # the first BatchNorm's input, unmodified and shared
+    ev.apply(books)
+    ev.measure()
+    bn = ev.model[1]
+    assert torch.allclose(bn.running_mean, trained[1].running_mean + after.mean((0, 2, 3)) - before.mean((0, 2, 3)),
+                          atol=1e-6)
+    ratio = after.var((0, 2, 3), unbiased=True) / before.var((0, 2, 3), unbiased=True)
+    assert torch.allclose(bn.running_var, trained[1].running_var * ratio, rtol=1e-5)
+    assert not torch.allclose(bn.running_mean, trained[1].running_mean)
 
 
 def test_batchnorm_reestimation_in_several_batches_takes_a_separate_pass():

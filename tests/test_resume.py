@@ -56,11 +56,11 @@ def test_prefix_then_suffix_is_the_forward_at_every_shared_layer(name):
     assert np.mean(shares) < 0.7
 
 
-def _sweep_evaluator(model, split, batch_size=1000, resume=True):
+def _sweep_evaluator(model, split, batch_size=1000, resume=True, bn="bn"):
     stats_ev = Evaluator(model, split, batch_size=batch_size, device="cpu")
     raw = gather_statistics(stats_ev, second_moment=True)
     statistics = {w: {l: raw[l][w] for l in raw} for w in ("mean", "second")}
-    ev = Evaluator(model, split, batch_size=batch_size, device="cpu", corrections=["bias", "bn"],
+    ev = Evaluator(model, split, batch_size=batch_size, device="cpu", corrections=["bias", bn],
                    statistics=statistics, calibration=split, resume=resume)
     ev.reference()  # computed once, before either sweep counts its forwards
     return ev, {l: (statistics["second"][l], statistics["mean"][l]) for l in raw}
@@ -73,10 +73,13 @@ def _sweep(ev, layers, refit, resumed):
     return table.drop(["seconds"]), IMAGE_FORWARDS["images"] - before
 
 
-def test_resumed_sweep_is_the_whole_network_sweep():
-    """With every correction on (bias, BatchNorm re-estimation, refit values), the rows are identical and
-    the network's work is cut by the layers' shares."""
-    ev, refit = _sweep_evaluator(_eca_resnet(), _split())
+@pytest.mark.parametrize("shift", [False, True])  # correct.bn: true | shift
+def test_resumed_sweep_is_the_whole_network_sweep(shift):
+    """With every correction on (bias, BatchNorm re-estimation or shift, refit values), the rows are identical
+    and the network's work is cut by the layers' shares."""
+    from weight_sharing.correct import BatchNormShift
+
+    ev, refit = _sweep_evaluator(_eca_resnet(), _split(), bn=BatchNormShift() if shift else "bn")
     state = {k: v.clone() for k, v in ev.model.state_dict().items()}
     layers = [l for l in ev.originals][1::3]
     assert any(l.endswith("se.conv") for l in layers)

@@ -385,6 +385,7 @@ class BatchNormReestimation(Correction):
     in several batches) the statistics pass runs first over the calibration images."""
 
     key = "bn"
+    relative: ClassVar[bool] = False  # BatchNormShift: the trained statistics moved by what sharing changes
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         self.model = evaluator.model
@@ -402,6 +403,11 @@ class BatchNormReestimation(Correction):
         self.resumable = not self.batchnorms or not self.own_source
         self.statistics_pass = bool(self.batchnorms) and not self.defers_to_pass
         self.pending = False
+        if self.relative and self.batchnorms:
+            self.trained = {m: (mean, var) for m, (mean, var, _) in zip(self.batchnorms, self.saved)}
+            self.taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var))
+                          for m in self.batchnorms}
+            self.reference = self._reference_statistics()
 
     def _state(self) -> list[tuple[torch.Tensor, ...]]:
         return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
@@ -414,13 +420,46 @@ class BatchNormReestimation(Correction):
         F.batch_norm(args[0], module.running_mean, module.running_var, None, None, True,
                      1.0 / float(module.num_batches_tracked), module.eps)
 
+    @torch.no_grad()
+    def _reference_statistics(self) -> dict:
+        """Each BatchNorm's input statistics in the unmodified network (its trained statistics normalising)
+        over the calibration images, by the same estimator and batches as the re-estimation: one pass."""
+        taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var), [0]) for m in self.batchnorms}
+
+        def take(module, args):
+            mean, var, count = taken[module]
+            count[0] += 1
+            F.batch_norm(args[0], mean, var, None, None, True, 1.0 / count[0], module.eps)
+
+        hooks = [m.register_forward_pre_hook(take) for m in self.batchnorms]
+        try:
+            self.source.predictions()
+        finally:
+            for h in hooks:
+                h.remove()
+        return {m: (mean, var) for m, (mean, var, _) in taken.items()}
+
+    def _take_shifted(self, module, args) -> None:
+        """Forward pre-hook of ``correct.bn: shift``: fold this batch's statistics into the module's taken ones
+        (cumulative average), and normalise with the trained statistics moved by how far the taken ones lie
+        from the unmodified network's: the mean by their difference, the variance by their ratio."""
+        module.num_batches_tracked.add_(1)
+        mean, var = self.taken[module]
+        F.batch_norm(args[0], mean, var, None, None, True, 1.0 / float(module.num_batches_tracked), module.eps)
+        ref_mean, ref_var = self.reference[module]
+        trained_mean, trained_var = self.trained[module]
+        module.running_mean.copy_(trained_mean + (mean - ref_mean))
+        # a channel constant in the unmodified network (variance 0) takes what sharing adds to its variance
+        module.running_var.copy_(torch.where(ref_var > 0, trained_var * (var / ref_var), trained_var + var))
+
     @contextlib.contextmanager
     def _reestimating(self):
         """Every BatchNorm takes the statistics of what reaches it during the passes run in this context."""
         with torch.no_grad():
             for m in self.batchnorms:
                 m.reset_running_stats()
-        hooks = [m.register_forward_pre_hook(self._take_statistics) for m in self.batchnorms]
+        take = self._take_shifted if self.relative else self._take_statistics
+        hooks = [m.register_forward_pre_hook(take) for m in self.batchnorms]
         try:
             yield
         finally:
@@ -480,15 +519,31 @@ class BatchNormReestimation(Correction):
             self.source.release()
 
 
+class BatchNormShift(BatchNormReestimation):
+    """``correct.bn: shift``: each BatchNorm keeps its trained statistics, moved by what sharing changes in
+    its input on the calibration images: mean + (mean shared - mean unmodified), variance x (variance shared
+    / variance unmodified), both taken as :class:`BatchNormReestimation` takes them (the same pass, batches
+    and estimator; the unmodified network's once per evaluator). Where sharing changes nothing, the network
+    is the trained one exactly, so a point's calibration loss is sharing's alone; plain re-estimation also
+    refits every BatchNorm to the calibration images, which on its own changes predictions (benchmarks/
+    README.md: "BatchNorm statistics: re-estimated or shifted")."""
+
+    relative = True
+
+
 # key under ``correct`` -> correction, in the order they are applied (a bias first, then the BatchNorm
 # statistics of the network with it)
 CORRECTIONS: dict[str, type[Correction]] = {c.key: c for c in (BiasCorrection, BatchNormReestimation)}
+# (key, value) -> the correction that value of the switch selects, where it is not the key's own (true)
+VARIANTS: dict[tuple[str, str], type[Correction]] = {("bn", "shift"): BatchNormShift}
 
 
 def enabled_corrections(correct: Mapping | None) -> list[type[Correction]]:
-    """The corrections the ``correct`` config section switches on, in application order."""
+    """The corrections the ``correct`` config section switches on, in application order (a switch's value
+    may name a variant, :data:`VARIANTS`)."""
     correct = correct or {}
-    return [c for key, c in CORRECTIONS.items() if correct.get(key)]
+    return [VARIANTS.get((key, correct[key]), c) if isinstance(correct[key], str) else c
+            for key, c in CORRECTIONS.items() if correct.get(key)]
 
 
 def needed_statistics(correct: Mapping | None, refit: bool = False) -> tuple[str, ...]:
