@@ -1,4 +1,5 @@
-"""Search methods: the front of (predicted accuracy loss, compression rate) over per-layer candidates.
+"""Search methods: the front of (predicted loss, compression rate) over per-layer candidates (the loss: the
+surrogate's target, network AL or KL).
 
 ``exact``: the surrogate is linear in per-layer features, so the predicted loss
 of a combination is a sum over layers; with the layer's bits (indices plus
@@ -29,7 +30,7 @@ from .tables import FRONT_SCHEMA, CandidateSet
 
 
 class WeightSharingProblem(Problem):
-    """x[l] = candidate index of layer l; minimise (predicted AL, -CR)."""
+    """x[l] = candidate index of layer l; minimise (the surrogate's predicted AL or KL, -CR)."""
 
     def __init__(self, cands: CandidateSet, surrogate: dict):
         if list(surrogate["layers"]) != cands.layer_names:
