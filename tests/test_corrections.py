@@ -509,6 +509,38 @@ def test_batchnorm_shift_is_the_trained_network_where_sharing_changes_nothing_an
     assert not torch.allclose(bn.running_mean, trained[1].running_mean)
 
 
+@pytest.mark.parametrize("stale", [True, False])
+def test_batchnorm_auto_reestimates_where_that_fixes_the_unmodified_network_else_shifts(stale):
+    """``correct.bn: auto``: labels that the re-estimated unmodified network gets right (its trained statistics
+    are stale there) keep the re-estimation; labels that the trained network gets right (re-estimating can
+    only break them) make it shift."""
+    from weight_sharing.correct import BatchNormAuto, BatchNormShift, enabled_corrections
+
+    assert enabled_corrections({"bn": "auto"}) == [BatchNormAuto]
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8)
+    mean, std = np.array([0.5], np.float32), np.array([0.25], np.float32)
+    unlabelled = Split(x=x, y=np.zeros(64, dtype=np.int64), mean=mean, std=std)
+    plain = Evaluator(_bn_net(), unlabelled, device="cpu", corrections=["bn"], calibration=unlabelled)
+    trained_pred = plain.reference()[1].numpy()
+    with plain.corrections[0]._reestimating():  # the unmodified network, its statistics taken from these images
+        reestimated_pred = plain.predictions().numpy()
+    assert (reestimated_pred != trained_pred).any()  # re-estimating changes predictions on these images
+    calib = Split(x=x, y=reestimated_pred if stale else trained_pred, mean=mean, std=std)
+    ev = Evaluator(_bn_net(), calib, device="cpu", corrections=[BatchNormAuto()], calibration=calib)
+    assert ev.corrections[0].relative is (not stale)
+    trained = _bn_net()
+    assert torch.equal(ev.model[1].running_mean, trained[1].running_mean)  # deciding put the statistics back
+    # from then on, the measurements of the mode it chose, bit for bit
+    chosen = Evaluator(_bn_net(), calib, device="cpu", corrections=[BatchNormShift() if not stale else "bn"],
+                       calibration=calib)
+    books = {"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [3])[3]}
+    for e in (ev, chosen):
+        e.apply(books)
+    assert ev.measure() == chosen.measure()
+    assert all(np.array_equal(v, chosen.export_tensors()[k]) for k, v in ev.export_tensors().items())
+
+
 def test_batchnorm_reestimation_in_several_batches_takes_a_separate_pass():
     rng = np.random.default_rng(1)
     calib = Split(x=rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8), y=rng.integers(0, 10, 40),

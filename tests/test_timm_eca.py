@@ -1,5 +1,5 @@
 """A timm network with ECA attention (Conv1d layers in its forward) through the whole default workflow:
-calibration statistics, every correction (bias, centroid refit, BatchNorm re-estimation) and every export
+calibration statistics, every correction (bias, centroid refit, BatchNorm statistics: correct.bn auto) and every export
 format; before, the calibration stage failed on its Conv1d."""
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,7 +15,7 @@ def test_an_eca_network_runs_through_every_stage_and_format(tmp_path):
               "demo": {"n_train": 300, "n_calib": 100, "n_test": 100, "epochs": 1, "batch_size": 50},
               "evaluation": {"batch_size": 100},
               "sweep": {"k_values": [2, 16], "layers_per_job": 40},
-              "correct": {"bias": True, "centroids": True, "bn": True},
+              "correct": {"bias": True, "centroids": True, "bn": "auto"},
               "sample": {"n": 8, "shards": 1}, "surrogate": {"folds": 2}, "refine": {"rounds": 1},
               "uniform": {"k_max": 16}, "export": {"targets": [1.0]}}
     write_config(tmp_path, config)

@@ -24,6 +24,7 @@ The centroid refit changes the codebooks themselves and runs in the sweep only.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Mapping
@@ -36,6 +37,8 @@ from torch import nn
 
 from .codebook import Codebook
 from .sharing import row_groups, shared_weight
+
+log = logging.getLogger(__name__)
 
 UNFOLD_CHUNK = 1 << 24  # unfolded elements per step when gathering convolution statistics
 
@@ -385,7 +388,8 @@ class BatchNormReestimation(Correction):
     in several batches) the statistics pass runs first over the calibration images."""
 
     key = "bn"
-    relative: ClassVar[bool] = False  # BatchNormShift: the trained statistics moved by what sharing changes
+    # BatchNormShift: the trained statistics moved by what sharing changes; BatchNormAuto (None): decided in prepare
+    relative: ClassVar[bool | None] = False
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         self.model = evaluator.model
@@ -403,6 +407,8 @@ class BatchNormReestimation(Correction):
         self.resumable = not self.batchnorms or not self.own_source
         self.statistics_pass = bool(self.batchnorms) and not self.defers_to_pass
         self.pending = False
+        if self.relative is None:  # an instance attribute from here on
+            self.relative = bool(self.batchnorms) and not self._reestimation_helps()
         if self.relative and self.batchnorms:
             self.trained = {m: (mean, var) for m, (mean, var, _) in zip(self.batchnorms, self.saved)}
             self.taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var))
@@ -419,6 +425,23 @@ class BatchNormReestimation(Correction):
         module.num_batches_tracked.add_(1)
         F.batch_norm(args[0], module.running_mean, module.running_var, None, None, True,
                      1.0 / float(module.num_batches_tracked), module.eps)
+
+    @torch.no_grad()
+    def _reestimation_helps(self) -> bool:
+        """Whether the unmodified network with its statistics re-estimated on the calibration images fixes at
+        least as many of them as it breaks (its trained statistics are stale there): ``correct.bn: auto`` then
+        re-estimates, else it shifts. Two passes, once per evaluator; the trained statistics are put back."""
+        baseline = self.source.reference()[1]
+        with self._reestimating():
+            reestimated = self.source.predictions()
+        self.restore(None, [])
+        right = self.source.y
+        broken = int(((baseline == right) & (reestimated != right)).sum())
+        fixed = int(((baseline != right) & (reestimated == right)).sum())
+        log.info("correct.bn: auto: re-estimating the unmodified network's statistics on the %d calibration images "
+                 "breaks %d and fixes %d of them: %s", self.source.n, broken, fixed,
+                 "re-estimated" if fixed >= broken else "shifted")
+        return fixed >= broken
 
     @torch.no_grad()
     def _reference_statistics(self) -> dict:
@@ -531,11 +554,20 @@ class BatchNormShift(BatchNormReestimation):
     relative = True
 
 
+class BatchNormAuto(BatchNormReestimation):
+    """``correct.bn: auto``: :class:`BatchNormReestimation` where re-estimating the unmodified network's
+    statistics on the calibration images fixes at least as many of them as it breaks (trained statistics
+    stale there, as after a short fine-tune), else :class:`BatchNormShift`; decided once per evaluator on the
+    calibration images, the same in every job."""
+
+    relative = None
+
+
 # key under ``correct`` -> correction, in the order they are applied (a bias first, then the BatchNorm
 # statistics of the network with it)
 CORRECTIONS: dict[str, type[Correction]] = {c.key: c for c in (BiasCorrection, BatchNormReestimation)}
 # (key, value) -> the correction that value of the switch selects, where it is not the key's own (true)
-VARIANTS: dict[tuple[str, str], type[Correction]] = {("bn", "shift"): BatchNormShift}
+VARIANTS: dict[tuple[str, str], type[Correction]] = {("bn", "shift"): BatchNormShift, ("bn", "auto"): BatchNormAuto}
 
 
 def enabled_corrections(correct: Mapping | None) -> list[type[Correction]]:
