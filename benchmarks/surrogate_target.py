@@ -33,7 +33,6 @@ def main() -> None:
     from finished_runs import finished_run  # benchmarks/, next to this script
     from scipy.stats import spearmanr
 
-    from weight_sharing.correct import enabled_corrections
     from weight_sharing.data import Split, load_split
     from weight_sharing.evaluate import IMAGE_FORWARDS, Evaluator
     from weight_sharing.models import build_model
@@ -56,12 +55,11 @@ def main() -> None:
     if args.images:
         model = build_model(spec.model)
         full = load_split(spec.data, "calib")
-        corrections = enabled_corrections(spec.correct)
+        corrections = spec.corrections()
         probe = spec.evaluator("calib", model=model)
         names = list(probe.originals)
         probe.release()
-        statistics = {what: spec.read_statistics(what, names)
-                      for what in sorted({w for c in corrections for w in c.statistics})}
+        statistics = spec.layer_statistics(corrections, names)
         choices = np.array(samples.column("choice").to_pylist(), dtype=np.int64)
         for m in args.images:
             if not 0 < m < len(full):

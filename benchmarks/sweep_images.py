@@ -33,7 +33,6 @@ def main() -> None:
     from weight_sharing.bound import meets_bound
     from weight_sharing.candidates import select_layer_candidates
     from weight_sharing.config import network_bound
-    from weight_sharing.correct import enabled_corrections
     from weight_sharing.data import Split, load_split
     from weight_sharing.evaluate import IMAGE_FORWARDS, Evaluator
     from weight_sharing.grid import resolve_grid
@@ -53,12 +52,11 @@ def main() -> None:
         raise SystemExit(f"--images {args.images}: the run has {len(full)} calibration images")
     part = Split(x=np.ascontiguousarray(full.x[:args.images]), y=full.y[:args.images], mean=full.mean,
                  std=full.std)
-    corrections = enabled_corrections(spec.correct)
+    corrections = spec.corrections()
     probe = spec.evaluator("calib", model=model)
     names = list(probe.originals)
     probe.release()
-    statistics = {what: spec.read_statistics(what, names) for what in sorted({w for c in corrections
-                                                                              for w in c.statistics})}
+    statistics = spec.layer_statistics(corrections, names)
     ev = Evaluator(model, part, corrections=[c() for c in corrections], statistics=statistics,
                    calibration=part, **spec.engine_kwargs())
     part_accuracy = ev.accuracy()

@@ -1,6 +1,6 @@
 # Input statistics of every shared layer on the calibration images, for the corrections
-# (correct.bias, correct.centroids: weight_sharing.correct.needed_statistics); not run when no
-# stage reads them.
+# (correct.bias, correct.centroids: weight_sharing.correct.needed_statistics), and the form that
+# correct.bn: auto takes for the network (decided here, once); not run when no stage reads them.
 
 
 rule calibration:

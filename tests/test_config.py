@@ -294,11 +294,12 @@ def test_the_plan_is_kept_until_something_it_is_made_from_changes(tiny_npz, lene
     monkeypatch.setattr(wscfg, "check_config", lambda c: checks.append(1) or check(c))
     first = wscfg.workflow_plan(cfg, state_dir=tmp_path / "state")
     assert [l["name"] for l in first["layers"]["net"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
-    assert first["statistics"] == {"refit": ["second"], "evaluation": []}  # the defaults: centroid refit only
+    # the defaults: centroid refit, and the BatchNorm form decided by the calibration stage (correct.bn: auto)
+    assert first["statistics"] == {"refit": ["second", "decision"], "evaluation": ["decision"]}
     assert wscfg.workflow_plan(copy.deepcopy(cfg), state_dir=tmp_path / "state") == first and len(checks) == 1
     cfg["correct"]["bias"] = True
     assert wscfg.workflow_plan(cfg, state_dir=tmp_path / "state")["statistics"] == {
-        "refit": ["mean", "second"], "evaluation": ["mean"]}
+        "refit": ["mean", "second", "decision"], "evaluation": ["mean", "decision"]}
     assert len(checks) == 2
     st = os.stat(lenet_checkpoint)
     os.utime(lenet_checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

@@ -2,6 +2,7 @@
 computations, and the round trip through export and load."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,11 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from weight_sharing.compression import compression_rate
-from weight_sharing.correct import LayerStatistics, bias_shift, gather_statistics, output_error, refit_centroids
+from weight_sharing.correct import (
+    CorrectionInputs,
+    LayerStatistics,
+    bias_shift,
+    gather_statistics,
+    output_error,
+    read_decisions,
+    refit_centroids,
+)
 from weight_sharing.data import Split
 from weight_sharing.evaluate import Evaluator
 from weight_sharing.kmeans import kmeans_grid
-from weight_sharing.models import create_model, shared_layers
+from weight_sharing.models import build_model, create_model, shared_layers
 from weight_sharing.packed import export_compressed, load_compressed
 from weight_sharing.sharing import (
     assign_weight,
@@ -510,35 +519,66 @@ def test_batchnorm_shift_is_the_trained_network_where_sharing_changes_nothing_an
 
 
 @pytest.mark.parametrize("stale", [True, False])
-def test_batchnorm_auto_reestimates_where_that_fixes_the_unmodified_network_else_shifts(stale):
+def test_batchnorm_auto_is_decided_by_the_calibration_stage_and_measures_as_the_chosen_mode(stale, tmp_path):
     """``correct.bn: auto``: labels that the re-estimated unmodified network gets right (its trained statistics
-    are stale there) keep the re-estimation; labels that the trained network gets right (re-estimating can
-    only break them) make it shift."""
-    from weight_sharing.correct import BatchNormAuto, BatchNormShift, enabled_corrections
+    are stale there) make the calibration stage write ``true``; labels that the trained network gets right
+    (re-estimating can only break them) make it write ``shift``. Every later evaluator builds that mode, and
+    measures as a spec set to it does, bit for bit."""
+    from weight_sharing import calibration, prepare
+    from weight_sharing.correct import BatchNormAuto, BatchNormReestimation, BatchNormShift, enabled_corrections
+    from weight_sharing.evaluate import EvaluationSpec
 
     assert enabled_corrections({"bn": "auto"}) == [BatchNormAuto]
+    model = {"source": "timm", "arch": "resnet10t", "kwargs": {"in_chans": 1, "num_classes": 10}}
+    torch.manual_seed(0)
+    torch.save(build_model(model).state_dict(), tmp_path / "trained.pt")
+    model["checkpoint"] = str(tmp_path / "trained.pt")
     rng = np.random.default_rng(4)
-    x = rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8)
-    mean, std = np.array([0.5], np.float32), np.array([0.25], np.float32)
-    unlabelled = Split(x=x, y=np.zeros(64, dtype=np.int64), mean=mean, std=std)
-    plain = Evaluator(_bn_net(), unlabelled, device="cpu", corrections=["bn"], calibration=unlabelled)
+    x = rng.integers(0, 256, (48, 1, 28, 28), dtype=np.uint8)
+    data = {"x_calib": x, "x_test": x[:24], "y_test": np.zeros(24, dtype=np.int64), "mean": np.array([0.13]),
+            "std": np.array([0.31])}
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, y_calib=np.zeros(48, dtype=np.int64), **data)
+    plain = EvaluationSpec(model=model, data=str(unlabelled), engine={"device": "cpu"}).evaluator("calib")
+    probe = BatchNormReestimation()
+    probe.prepare(plain, CorrectionInputs(statistics={}, calibration=lambda: plain))
     trained_pred = plain.reference()[1].numpy()
-    with plain.corrections[0]._reestimating():  # the unmodified network, its statistics taken from these images
+    with probe._reestimating():  # the unmodified network, its statistics taken from these images
         reestimated_pred = plain.predictions().numpy()
     assert (reestimated_pred != trained_pred).any()  # re-estimating changes predictions on these images
-    calib = Split(x=x, y=reestimated_pred if stale else trained_pred, mean=mean, std=std)
-    ev = Evaluator(_bn_net(), calib, device="cpu", corrections=[BatchNormAuto()], calibration=calib)
-    assert ev.corrections[0].relative is (not stale)
-    trained = _bn_net()
-    assert torch.equal(ev.model[1].running_mean, trained[1].running_mean)  # deciding put the statistics back
-    # from then on, the measurements of the mode it chose, bit for bit
-    chosen = Evaluator(_bn_net(), calib, device="cpu", corrections=[BatchNormShift() if not stale else "bn"],
-                       calibration=calib)
-    books = {"0": kmeans_grid(ev.originals["0"].numpy().ravel(), [3])[3]}
-    for e in (ev, chosen):
-        e.apply(books)
-    assert ev.measure() == chosen.measure()
-    assert all(np.array_equal(v, chosen.export_tensors()[k]) for k, v in ev.export_tensors().items())
+    npz = tmp_path / "data.npz"
+    np.savez(npz, y_calib=reestimated_pred if stale else trained_pred, **data)
+
+    engine = {"device": "cpu", "batch_size": 1000}
+    base = EvaluationSpec(model=model, data=str(npz), engine=engine)
+    prepare.run(spec=base, out_baseline=str(tmp_path / "baseline.json"), out_layers=str(tmp_path / "layers.parquet"))
+    stats = tmp_path / "calibration.safetensors"
+    calibration.run(spec=base, layers=str(tmp_path / "layers.parquet"), correct={"bn": "auto"}, out=str(stats))
+    decision = "true" if stale else "shift"
+    assert read_decisions(str(stats)) == {"bn": decision}
+    auto = replace(base, correct={"bn": "auto"}, statistics=str(stats))
+    assert auto.corrections() == [BatchNormReestimation if stale else BatchNormShift]
+    chosen = replace(base, correct={"bn": True if stale else "shift"})
+    for split in ("calib", "test"):
+        evs = [s.evaluator(split) for s in (auto, chosen)]
+        trained = build_model(model)
+        assert torch.equal(evs[0].model.bn1.running_mean, trained.bn1.running_mean)  # prepared, statistics kept
+        name = next(iter(evs[0].originals))
+        books = {name: kmeans_grid(evs[0].originals[name].numpy().ravel(), [3])[3]}
+        for e in evs:
+            e.apply(books)
+        assert evs[0].measure() == evs[1].measure()
+        t0, t1 = evs[0].export_tensors(), evs[1].export_tensors()
+        assert t0.keys() == t1.keys() and all(np.array_equal(v, t1[k]) for k, v in t0.items())
+
+    with pytest.raises(ValueError, match=r"calibration statistics decide None, not one of \['shift', 'true'\]"):
+        from safetensors.numpy import save_file
+
+        old = tmp_path / "old.safetensors"
+        save_file({"conv1.0.mean": np.zeros((1, 9))}, str(old))
+        replace(auto, statistics=str(old)).corrections()
+    with pytest.raises(ValueError, match="no calibration statistics file"):
+        replace(auto, statistics=None).evaluator("calib")
 
 
 def test_batchnorm_reestimation_in_several_batches_takes_a_separate_pass():

@@ -276,9 +276,9 @@ def check_config(config: dict) -> dict[str, list[dict]]:
 def check_statistics_kinds(config: dict, layers: dict[str, list[dict]]) -> None:
     """The calibration statistics (bias correction, centroid refit) unfold Linear, Conv1d and Conv2d inputs;
     a Conv3d layer stops the run when a correction needs them, naming the layer."""
-    from .correct import needed_statistics
+    from .correct import LAYER_STATISTICS, needed_statistics
 
-    if not needed_statistics(config["correct"], refit=True):
+    if not set(needed_statistics(config["correct"], refit=True)) & set(LAYER_STATISTICS):
         return
     for net, table in layers.items():
         for l in table:

@@ -249,8 +249,18 @@ def output_error(weight: np.ndarray, shared: np.ndarray, moment: np.ndarray, mea
 
 # --- the calibration statistics file --------------------------------------------------------------
 
-STATISTICS = ("mean", "second")  # what the calibration stage can gather per shared layer
+LAYER_STATISTICS = ("mean", "second")  # what the calibration stage can gather per shared layer
+# ... and what it writes: those, and the forms of the corrections that decide theirs per network (``decide``)
+STATISTICS = (*LAYER_STATISTICS, "decision")
 REFIT_STATISTICS = ("second",)  # what the centroid refit (correct.centroids, in the sweep) reads
+DECISION_PREFIX = "decision."  # a decided correction's form: metadata "decision.{key}" of the calibration file
+
+
+def read_decisions(path: str) -> dict[str, str]:
+    """The forms the calibration stage decided (correction key -> form) from its file's metadata."""
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+    return {k[len(DECISION_PREFIX):]: v for k, v in meta.items() if k.startswith(DECISION_PREFIX)}
 
 
 def read_statistics(path: str, layers, what: str = "mean") -> dict[str, np.ndarray]:
@@ -326,6 +336,18 @@ class Correction:
     def release(self) -> None:
         pass
 
+    @classmethod
+    def decide(cls, calibration) -> str | None:
+        """For a correction whose form depends on the network (``decision`` among its ``statistics``): the form,
+        chosen by the calibration stage from ``calibration`` (an evaluator of the calibration images without
+        corrections) and written into its file; else None."""
+        return None
+
+    @classmethod
+    def resolve(cls, decision: str | None) -> type[Correction]:
+        """The correction the evaluating stages build, given what ``decide`` wrote (this one, unless it decides)."""
+        return cls
+
 
 def with_bias(module: nn.Module) -> nn.Module:
     """``module`` with a bias: a zero one added where it was built without (the same outputs), for a
@@ -388,8 +410,8 @@ class BatchNormReestimation(Correction):
     in several batches) the statistics pass runs first over the calibration images."""
 
     key = "bn"
-    # BatchNormShift: the trained statistics moved by what sharing changes; BatchNormAuto (None): decided in prepare
-    relative: ClassVar[bool | None] = False
+    # BatchNormShift: the trained statistics moved by what sharing changes
+    relative: ClassVar[bool] = False
 
     def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
         self.model = evaluator.model
@@ -407,81 +429,60 @@ class BatchNormReestimation(Correction):
         self.resumable = not self.batchnorms or not self.own_source
         self.statistics_pass = bool(self.batchnorms) and not self.defers_to_pass
         self.pending = False
-        if self.relative is None:  # an instance attribute from here on
-            self.relative = bool(self.batchnorms) and not self._reestimation_helps()
         if self.relative and self.batchnorms:
             self.trained = {m: (mean, var) for m, (mean, var, _) in zip(self.batchnorms, self.saved)}
+            self.reference = self._reference_statistics()
             self.taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var))
                           for m in self.batchnorms}
-            self.reference = self._reference_statistics()
 
     def _state(self) -> list[tuple[torch.Tensor, ...]]:
         return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
                 for m in self.batchnorms]
 
     @staticmethod
-    def _take_statistics(module, args) -> None:
-        """Forward pre-hook: fold this batch's statistics into the module's (cumulative average)."""
+    def _fold(module, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Fold this batch's statistics into ``mean`` and ``var`` (the cumulative average over the batches since
+        ``num_batches_tracked`` was zeroed, as momentum None gives): the one estimator of every mode."""
         module.num_batches_tracked.add_(1)
-        F.batch_norm(args[0], module.running_mean, module.running_var, None, None, True,
-                     1.0 / float(module.num_batches_tracked), module.eps)
+        F.batch_norm(x, mean, var, None, None, True, 1.0 / float(module.num_batches_tracked), module.eps)
 
-    @torch.no_grad()
-    def _reestimation_helps(self) -> bool:
-        """Whether the unmodified network with its statistics re-estimated on the calibration images fixes at
-        least as many of them as it breaks (its trained statistics are stale there): ``correct.bn: auto`` then
-        re-estimates, else it shifts. Two passes, once per evaluator; the trained statistics are put back."""
-        baseline = self.source.reference()[1]
-        with self._reestimating():
-            reestimated = self.source.predictions()
-        self.restore(None, [])
-        right = self.source.y
-        broken = int(((baseline == right) & (reestimated != right)).sum())
-        fixed = int(((baseline != right) & (reestimated == right)).sum())
-        log.info("correct.bn: auto: re-estimating the unmodified network's statistics on the %d calibration images "
-                 "breaks %d and fixes %d of them: %s", self.source.n, broken, fixed,
-                 "re-estimated" if fixed >= broken else "shifted")
-        return fixed >= broken
+    def _take_statistics(self, module, args) -> None:
+        """Forward pre-hook of the re-estimation: the module normalises with the statistics taken so far."""
+        self._fold(module, args[0], module.running_mean, module.running_var)
 
     @torch.no_grad()
     def _reference_statistics(self) -> dict:
         """Each BatchNorm's input statistics in the unmodified network (its trained statistics normalising)
-        over the calibration images, by the same estimator and batches as the re-estimation: one pass."""
-        taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var), [0]) for m in self.batchnorms}
-
-        def take(module, args):
-            mean, var, count = taken[module]
-            count[0] += 1
-            F.batch_norm(args[0], mean, var, None, None, True, 1.0 / count[0], module.eps)
-
-        hooks = [m.register_forward_pre_hook(take) for m in self.batchnorms]
-        try:
+        over the calibration images, by the estimator and batches of the re-estimation: one pass."""
+        taken = {m: (torch.zeros_like(m.running_mean), torch.ones_like(m.running_var)) for m in self.batchnorms}
+        with self._hooked(lambda module, args: self._fold(module, args[0], *taken[module]), reset=False):
             self.source.predictions()
-        finally:
-            for h in hooks:
-                h.remove()
-        return {m: (mean, var) for m, (mean, var, _) in taken.items()}
+        self.restore(None, [])
+        return taken
 
     def _take_shifted(self, module, args) -> None:
-        """Forward pre-hook of ``correct.bn: shift``: fold this batch's statistics into the module's taken ones
-        (cumulative average), and normalise with the trained statistics moved by how far the taken ones lie
-        from the unmodified network's: the mean by their difference, the variance by their ratio."""
-        module.num_batches_tracked.add_(1)
+        """Forward pre-hook of ``correct.bn: shift``: fold this batch's statistics into the module's taken ones,
+        and normalise with the trained statistics moved by how far the taken ones lie from the unmodified
+        network's: the mean by their difference, the variance by their ratio."""
         mean, var = self.taken[module]
-        F.batch_norm(args[0], mean, var, None, None, True, 1.0 / float(module.num_batches_tracked), module.eps)
+        self._fold(module, args[0], mean, var)
         ref_mean, ref_var = self.reference[module]
         trained_mean, trained_var = self.trained[module]
         module.running_mean.copy_(trained_mean + (mean - ref_mean))
         # a channel constant in the unmodified network (variance 0) takes what sharing adds to its variance
         module.running_var.copy_(torch.where(ref_var > 0, trained_var * (var / ref_var), trained_var + var))
 
-    @contextlib.contextmanager
-    def _reestimating(self):
+    def _reestimating(self) -> contextlib.AbstractContextManager:
         """Every BatchNorm takes the statistics of what reaches it during the passes run in this context."""
+        return self._hooked(self._take_shifted if self.relative else self._take_statistics, reset=True)
+
+    @contextlib.contextmanager
+    def _hooked(self, take, reset: bool):
+        """``take`` as every BatchNorm's forward pre-hook, from zero batches (``reset``: from zeroed statistics
+        too; else the trained ones normalise and stay)."""
         with torch.no_grad():
             for m in self.batchnorms:
-                m.reset_running_stats()
-        take = self._take_shifted if self.relative else self._take_statistics
+                m.reset_running_stats() if reset else m.num_batches_tracked.zero_()
         hooks = [m.register_forward_pre_hook(take) for m in self.batchnorms]
         try:
             yield
@@ -554,13 +555,49 @@ class BatchNormShift(BatchNormReestimation):
     relative = True
 
 
-class BatchNormAuto(BatchNormReestimation):
+class BatchNormAuto(Correction):
     """``correct.bn: auto``: :class:`BatchNormReestimation` where re-estimating the unmodified network's
     statistics on the calibration images fixes at least as many of them as it breaks (trained statistics
-    stale there, as after a short fine-tune), else :class:`BatchNormShift`; decided once per evaluator on the
-    calibration images, the same in every job."""
+    stale there, as after a short fine-tune), else :class:`BatchNormShift`. The calibration stage decides,
+    once per network (``decide``), and writes the form into its file; the evaluating stages build that form
+    (``resolve``), so their measurements are that mode's, bit for bit."""
 
-    relative = None
+    key = "bn"
+    statistics = ("decision",)
+    FORMS: ClassVar[dict[str, type[Correction]]] = {"true": BatchNormReestimation, "shift": BatchNormShift}
+
+    @classmethod
+    @torch.no_grad()
+    def decide(cls, calibration) -> str:
+        """``true`` or ``shift`` for the unmodified network that ``calibration`` (an evaluator of the calibration
+        images without corrections) holds: two passes; its trained statistics are put back."""
+        probe = BatchNormReestimation()
+        probe.prepare(calibration, CorrectionInputs(statistics={}, calibration=lambda: calibration))
+        if not probe.batchnorms:
+            return "true"  # no BatchNorm: both forms change nothing
+        baseline = calibration.reference()[1]
+        with probe._reestimating():
+            reestimated = calibration.predictions()
+        probe.restore(calibration, [])
+        right = calibration.y
+        broken = int(((baseline == right) & (reestimated != right)).sum())
+        fixed = int(((baseline != right) & (reestimated == right)).sum())
+        decision = "true" if fixed >= broken else "shift"
+        log.info("correct.bn: auto: re-estimating the unmodified network's statistics on the %d calibration images "
+                 "breaks %d and fixes %d of them: %s", calibration.n, broken, fixed,
+                 "re-estimated" if decision == "true" else "shifted")
+        return decision
+
+    @classmethod
+    def resolve(cls, decision: str | None) -> type[Correction]:
+        if decision not in cls.FORMS:
+            raise ValueError(f"correct.bn: auto: the calibration statistics decide {decision!r}, not one of "
+                             f"{sorted(cls.FORMS)} (a file from before correct.bn: auto; rerun its calibration stage)")
+        return cls.FORMS[decision]
+
+    def prepare(self, evaluator, inputs: CorrectionInputs) -> None:
+        raise TypeError("correct.bn: auto is built in the form its calibration stage decided "
+                        "(EvaluationSpec.corrections), not as such")
 
 
 # key under ``correct`` -> correction, in the order they are applied (a bias first, then the BatchNorm

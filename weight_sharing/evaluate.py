@@ -29,7 +29,16 @@ import torch
 from torch import nn
 
 from .codebook import Codebook
-from .correct import CORRECTIONS, Correction, CorrectionInputs, enabled_corrections, read_statistics, with_bias
+from .correct import (
+    CORRECTIONS,
+    LAYER_STATISTICS,
+    Correction,
+    CorrectionInputs,
+    enabled_corrections,
+    read_decisions,
+    read_statistics,
+    with_bias,
+)
 from .data import SELECT, Split, image_subset, load_split
 from .models import build_model, shared_layers
 from .resume import LayerSplit, SplitModel
@@ -434,6 +443,24 @@ class EvaluationSpec:
                              "calibration statistics file was given")
         return read_statistics(self.statistics, layers, what)
 
+    def corrections(self) -> list[type[Correction]]:
+        """The ``correct`` section's corrections, each in the form the calibration stage decided for this network
+        where its form depends on the network (``Correction.decide``, e.g. ``correct.bn: auto``)."""
+        enabled = enabled_corrections(self.correct)
+        if not any("decision" in c.statistics for c in enabled):
+            return enabled
+        if not self.statistics:
+            raise ValueError("evaluation: a correction's form is decided by the calibration stage "
+                             f"({', '.join(c.key for c in enabled if 'decision' in c.statistics)}), but no "
+                             "calibration statistics file was given")
+        decisions = read_decisions(self.statistics)
+        return [c.resolve(decisions.get(c.key)) if "decision" in c.statistics else c for c in enabled]
+
+    def layer_statistics(self, corrections, layers) -> dict[str, dict[str, np.ndarray]]:
+        """What ``corrections`` read of ``layers`` from the calibration file (what -> layer -> array)."""
+        return {what: self.read_statistics(what, layers)
+                for what in sorted({w for c in corrections for w in c.statistics if w in LAYER_STATISTICS})}
+
     def uncorrected(self) -> EvaluationSpec:
         """The same model, data and engine without corrections (a reloaded export carries them)."""
         return replace(self, correct={}, statistics=None)
@@ -446,10 +473,8 @@ class EvaluationSpec:
         their statistics; ``engine``: settings overriding the spec's."""
         if model is None:
             model = build_model(self.model)
-        corrections = enabled_corrections(self.correct)
-        names = [n for n, _ in shared_layers(model, layers)]
-        statistics = {what: self.read_statistics(what, names)
-                      for what in sorted({w for c in corrections for w in c.statistics})}
+        corrections = self.corrections()
+        statistics = self.layer_statistics(corrections, [n for n, _ in shared_layers(model, layers)])
         data = image_subset(load_split(self.data, split), images, seed)
         calib = None
         if corrections:
