@@ -38,8 +38,8 @@ from weight_sharing.bound import (
 )
 
 LEVELS = (0.75, 0.9, 0.95)
-FRONT_RULES = (("normal", "none"), ("exact", "none"), ("normal", "ascending"), ("exact", "ascending"),
-               ("exact", "bonferroni"))
+FRONT_RULES = ("normal/none", "exact/none", "normal/ascending", "exact/ascending", "exact/ascending:1",
+               "exact/ascending:2", "exact/bonferroni")  # SelectRule.from_text
 IMAGES = (300, 500, 1000)
 
 
@@ -76,37 +76,43 @@ def front_counts(n: int, broken_rate, fixed_rate, sharing: str, rng):
     return d[:, 0], d[:, 1]
 
 
-def front(allowed: float, points: int, draws: int, confidence: float, rng) -> None:
+def fixed_name(fixed_share: float, churn: float) -> str:
+    """The fixed-rate column: 0 or rising up to the allowed loss, over a common churn if any."""
+    rising = "up to the allowed loss" if fixed_share else "0"
+    return f"{100 * churn:g}% + {rising}" if churn else rising
+
+
+def front(allowed: float, points: int, draws: int, confidence: float, rng, rules=FRONT_RULES,
+          images=IMAGES, churn: float = 0.0) -> None:
     loss = np.linspace(0, 2 * allowed, points)  # true loss, rising with CR (the points' order)
     cr = np.arange(points, dtype=np.float64)
     baseline = {"calib_accuracy": 1.0}
     print(f"| images | sharing | fixed rate | interval / family | chosen point breaks the bound (should be <= "
           f"{1 - confidence:.2f}) | chosen true loss / allowed (mean) | nothing chosen |")
     print("|---|---|---|---|---|---|---|")
-    for n in IMAGES:
+    for n in images:
         baseline["calib_images"] = n
         for sharing in ("nested", "independent"):
             for fixed_share in (0.0, 1.0):
-                fixed_rate = fixed_share * allowed * np.linspace(0, 1, points)
+                fixed_rate = churn + fixed_share * allowed * np.linspace(0, 1, points)
                 broken_rate = loss + fixed_rate
-                tallies = {r: [0, [], 0] for r in FRONT_RULES}
+                tallies = {r: [0, [], 0] for r in rules}
                 for _ in range(draws):
                     broken, fixed = front_counts(n, broken_rate, fixed_rate, sharing, rng)
                     rows = [{"cr": c, "calib_broken": int(b), "calib_fixed": int(f)}
                             for c, b, f in zip(cr, broken, fixed)]
-                    for interval, family in FRONT_RULES:
-                        rule = SelectRule(confidence=confidence, split="calib", interval=interval, family=family)
-                        ok = selectable_rows(rows, baseline, 1 - allowed, rule)
-                        t = tallies[(interval, family)]
+                    for text in rules:
+                        ok = selectable_rows(rows, baseline, 1 - allowed, SelectRule.from_text(text, confidence))
+                        t = tallies[text]
                         if not ok.any():
                             t[2] += 1
                             continue
                         chosen = int(np.flatnonzero(ok).max())
                         t[0] += loss[chosen] > allowed + 1e-12
                         t[1].append(loss[chosen] / allowed)
-                for (interval, family), (broke, used, none) in tallies.items():
-                    print(f"| {n} | {sharing} | {'0' if not fixed_share else 'up to the allowed loss'} | "
-                          f"{interval} / {family} | {broke / draws:.3f} | "
+                for text, (broke, used, none) in tallies.items():
+                    print(f"| {n} | {sharing} | {fixed_name(fixed_share, churn)} | "
+                          f"{text.replace('/', ' / ')} | {broke / draws:.3f} | "
                           f"{np.mean(used) if used else float('nan'):.2f} | {none / draws:.3f} |", flush=True)
 
 
@@ -118,11 +124,22 @@ def main():
     ap.add_argument("--points", type=int, default=100, help="points of a front")
     ap.add_argument("--confidence", type=float, default=0.9, help="level of the front's rules")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rules", nargs="+", default=list(FRONT_RULES), help="the front's rules, interval/family"
+                    "[:failures] (select.failures)")
+    ap.add_argument("--images", type=int, nargs="+", default=list(IMAGES), help="calibration images of a front")
+    ap.add_argument("--churn", type=float, default=0.0, help="a fixed rate every point of a front has on top "
+                    "(broken as much again): changes common to all points, as a correction that moves a few "
+                    "images either way at any CR")
+    ap.add_argument("--front-only", action="store_true", help="skip the one-point table")
     args = ap.parse_args()
+    for text in args.rules:  # a bad rule stops before any draw
+        SelectRule.from_text(text, args.confidence)
     rng = np.random.default_rng(args.seed)
-    one_point(args.allowed, args.draws, rng)
-    print()
-    front(args.allowed, args.points, args.front_draws, args.confidence, rng)
+    if not args.front_only:
+        one_point(args.allowed, args.draws, rng)
+        print()
+    front(args.allowed, args.points, args.front_draws, args.confidence, rng, args.rules, args.images,
+          args.churn)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from weight_sharing.bound import SelectRule, allowed_loss
 from weight_sharing.report import choices
 
 LEVELS = (0.5, 0.75, 0.9, 0.95)
-RULES = ("normal/none", "exact/none", "normal/ascending", "exact/ascending", "exact/bonferroni")
+RULES = ("normal/none", "exact/none", "normal/ascending", "exact/ascending", "exact/ascending:1", "exact/bonferroni")
 
 
 def main():
@@ -37,10 +37,12 @@ def main():
     ap.add_argument("--bound", type=float, default=0.99)
     ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
     ap.add_argument("--rules", nargs="+", default=list(RULES), help="interval/family pairs (select.interval, "
-                    "select.family); the first is the reference of the CR ratio")
+                    "select.family; family:n, ascending with n failures allowed: select.failures); the first is the "
+                    "reference of the CR ratio")
     ap.add_argument("--per-run", action="store_true", help="print every choice")
     args = ap.parse_args()
-    rules = [tuple(r.split("/")) for r in args.rules]
+    for text in args.rules:  # a bad rule stops before any table is read
+        SelectRule.from_text(text, 0.9)
     kept: dict[tuple, list] = {}
     per_net: dict[tuple, list] = {}
     if args.per_run:
@@ -56,13 +58,13 @@ def main():
         for selection in ("calib", "unlabelled") if measured else ("calib",):
             for c in args.levels:
                 reference = None
-                for interval, family in rules:
-                    rule = SelectRule(confidence=c, split=selection, interval=interval, family=family)
+                for text in args.rules:
+                    rule = SelectRule.from_text(text, c, selection)
                     pick = choices(v, u, baseline, args.bound, rule)
                     best, uni, oracle = pick["best"], pick["uniform"], pick["oracle"]
                     cr = v[best]["cr"] if best is not None else 0.0
                     reference = cr if reference is None else reference
-                    name = (selection, f"{interval}/{family}", c)
+                    name = (selection, rule.name, c)
                     tallies = (kept.setdefault(name, [0, 0, [], []]),
                                per_net.setdefault((net_dir.name, *name), [0, 0, [], []]))
                     ok = best is not None and v[best]["test_al"] <= allowed + 1e-12
@@ -82,7 +84,7 @@ def main():
                                f"{100 * v[best]['test_al']:.2f} | {'yes' if ok else '**no**'}")
                     ucr = f"{u[uni]['cr']:.2f}" if uni is not None else "—"
                     ocr = f"{v[oracle]['cr']:.2f}" if oracle is not None else "—"
-                    print(f"| {Path(results).name} | {net_dir.name} | {selection} | {interval} / {family} | {c} "
+                    print(f"| {Path(results).name} | {net_dir.name} | {selection} | {rule.name} | {c} "
                           f"| {row} | {ucr} | {ocr} |")
     print()
     print(f"| selection | interval / family | confidence | choices | kept the bound on test | none chosen "

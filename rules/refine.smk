@@ -28,9 +28,7 @@ rule refine:
     params:
         model=model_cfg,
         bound=bound,
-        confidence=config["select"]["confidence"],
-        interval=config["select"]["interval"],
-        family=config["select"]["family"],
+        select=config["select"],
         refine=config["refine"],
         search=config["search"],
         correct=config["correct"],

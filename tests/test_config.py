@@ -396,3 +396,6 @@ def test_too_few_calibration_images_for_the_exact_test_are_named_before_any_job(
         with warnings.catch_warnings():
             warnings.simplefilter("error", TooFewImagesWarning)
             check_config(cfg)
+    # select.failures: 1 tests each point at 0.95: 240 images no longer suffice
+    with pytest.warns(TooFewImagesWarning, match=r"240 calibration images .* select.failures: 1 .* at least 309 "):
+        check_config(demo_config(240, failures=1))

@@ -8,6 +8,7 @@ from weight_sharing.bound import (
     changed_upper_bound,
     choose,
     exact_selectable,
+    images_needed,
     loss_upper_bound,
     selectable,
     selectable_rows,
@@ -297,6 +298,50 @@ def test_ascending_family_stops_at_the_first_failure_in_cr_order():
     assert [r["cr"] for r, ok in zip(table, selectable_rows(table, base, 0.99, bonferroni)) if ok] == [6.0, 4.0]
     assert exact_selectable([5, 3], [0, 0], 1000, 0.0097, 0.9).all()
     assert exact_selectable([5, 3], [0, 0], 1000, 0.0097, 0.98).tolist() == [False, True]
+
+
+def test_ascending_with_failures_walks_past_them_at_a_share_of_the_error_rate():
+    """select.failures: n lets the walk from the lowest CR up fail n points and stop at the n + 1-th; each
+    point is then tested at 1 - (1 - confidence) / (n + 1), so a point that passes at 0.9 alone (5 broken
+    of 1,000 against a 0.97% allowance) fails at 0.95 and counts as a failure."""
+    base = {"calib_images": 1000, "calib_accuracy": 0.97}
+    broken = {2.0: 0, 3.0: 40, 4.0: 3, 5.0: 5, 6.0: 2, 7.0: 40, 8.0: 1}  # CR -> broken images
+    table = [{"cr": cr, "calib_broken": b, "calib_fixed": 0} for cr, b in reversed(broken.items())]
+    assert exact_selectable([5], [0], 1000, 0.0097, 0.9).tolist() == [True]
+    assert exact_selectable([5, 4], [0, 0], 1000, 0.0097, 0.95).tolist() == [False, True]
+    assert exact_selectable([4], [0], 1000, 0.0097, 1 - 0.1 / 3).tolist() == [False]
+
+    def declared(failures):
+        r = SelectRule(confidence=0.9, split="calib", interval="exact", family="ascending", failures=failures)
+        return sorted(row["cr"] for row, ok in zip(table, selectable_rows(table, base, 0.99, r)) if ok)
+
+    assert declared(0) == [2.0]
+    assert declared(1) == [2.0, 4.0]  # 3 fails, 5 fails at 0.95: the second failure stops the walk
+    assert declared(2) == [2.0, 4.0, 6.0]  # at 0.967: 3, 5 and 7 fail
+    assert declared(3) == [2.0, 4.0, 6.0, 8.0]
+    assert declared(7) == [2.0, 6.0, 8.0]  # at 0.9875 even 3 broken of 1,000 fail: more failures, stricter tests
+    assert table[choose(table, base, 0.99, rule(0.9, interval="exact"))]["cr"] == 8.0  # each point alone
+    # the fewest images on which an unchanged point passes grows with the share
+    needed = [images_needed(0.99, SelectRule(0.9, "calib", "exact", "ascending", n)) for n in (0, 1, 2)]
+    assert needed[0] < needed[1] < needed[2]
+    assert SelectRule.from_text("exact/ascending:2", 0.9) == SelectRule(0.9, "calib", "exact", "ascending", 2)
+    assert SelectRule.from_text("exact/ascending:2", 0.9).name == "exact/ascending:2"
+
+
+def test_failures_apply_to_the_ascending_family_only():
+    from weight_sharing.config import ConfigError, validate_schema
+
+    for family in ("bonferroni", "none"):
+        with pytest.raises(ValueError, match=f"select.failures: 1 applies to select.family: ascending only, not "
+                                             f"'{family}'"):
+            SelectRule(confidence=0.9, split="calib", interval="exact", family=family, failures=1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"select.failures: .*allowed: an integer >= 0"):
+            SelectRule(confidence=0.9, split="calib", interval="exact", family="ascending", failures=bad)
+    with pytest.raises((ConfigError, ValueError), match="failures"):
+        validate_schema({"networks": {"n": {"category": "heavy", "demo": True, "model": {"source": "builtin",
+                                                                                  "arch": "lenet5"}}},
+                         "select": {"failures": -1}})
 
 
 def test_a_bad_selection_rule_names_the_key_and_what_is_allowed():

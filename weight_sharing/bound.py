@@ -208,37 +208,46 @@ def allowed_changes(bound: float) -> float:
 SELECTIONS = {"calib": calib_selectable, "unlabelled": unlabelled_selectable}
 
 
-def ascending_prefix(cr, passes) -> np.ndarray:
-    """Fixed-sequence testing in CR order: the points from the lowest CR up to, not including, the first
-    that fails (ties in CR: table order). The order does not depend on the measurements, so the chance
-    that any declared point breaks the bound is at most one point's error rate (no share per point)."""
+def ascending_prefix(cr, passes, failures: int = 0) -> np.ndarray:
+    """Fixed-sequence testing in CR order: the points that pass, from the lowest CR up to, not including,
+    the ``failures`` + 1-th that fails (ties in CR: table order). The order does not depend on the
+    measurements, so a point that breaks the bound is declared only if one of the first ``failures`` + 1
+    such points in the order passes: at most that many times one point's error rate (no share per point
+    with ``failures`` 0, the classic fixed sequence)."""
     order = np.argsort(np.asarray(cr, dtype=np.float64), kind="stable")
     passes = np.asarray(passes, dtype=bool)
     ok = np.zeros(len(order), dtype=bool)
+    failed = 0
     for i in order:
         if not passes[i]:
-            break
+            failed += 1
+            if failed > failures:
+                break
+            continue
         ok[i] = True
     return ok
 
 
-# select.family -> how one error rate covers choosing among many points: (points, confidence) -> the level
-# each point is tested at, and whether the passing points are cut at the first failure in CR order
+# select.family -> how one error rate covers choosing among many points: (points, confidence, failures) ->
+# the level each point is tested at, and whether the passing points are cut in CR order (ascending_prefix)
 FAMILIES = {
-    "ascending": (lambda m, c: c, True),
-    "bonferroni": (lambda m, c: 1 - (1 - c) / max(m, 1), False),
-    "none": (lambda m, c: c, False),
+    "ascending": (lambda m, c, r: 1 - (1 - c) / (r + 1), True),
+    "bonferroni": (lambda m, c, r: 1 - (1 - c) / max(m, 1), False),
+    "none": (lambda m, c, r: c, False),
 }
 
 
 @dataclass(frozen=True)
 class SelectRule:
     """The ``select`` section: which split decides (``split``), the test of one point (``interval``), how
-    the confidence covers choosing among many points (``family``), and the one-sided ``confidence``."""
+    the confidence covers choosing among many points (``family``; ``failures``: how many points the
+    ascending walk may fail before it stops, each point then tested at a share 1 / (failures + 1) of the
+    error rate), and the one-sided ``confidence``."""
     confidence: float
     split: str
     interval: str
     family: str
+    failures: int = 0
 
     def __post_init__(self):
         check_confidence(self.confidence)
@@ -246,28 +255,50 @@ class SelectRule:
                                     ("family", self.family, FAMILIES)):
             if value not in allowed:
                 raise ValueError(f"select.{key}: {value!r}; allowed: {', '.join(allowed)}")
+        if isinstance(self.failures, bool) or not isinstance(self.failures, int) or self.failures < 0:
+            raise ValueError(f"select.failures: {self.failures!r}; allowed: an integer >= 0")
+        if self.failures and self.family != "ascending":
+            raise ValueError(f"select.failures: {self.failures} applies to select.family: ascending only, "
+                             f"not {self.family!r}; allowed with it: 0")
 
     @classmethod
     def from_config(cls, select: dict) -> SelectRule:
         return cls(confidence=float(select["confidence"]), split=select["split"], interval=select["interval"],
-                   family=select["family"])
+                   family=select["family"], failures=select.get("failures", 0))
+
+    @classmethod
+    def from_text(cls, text: str, confidence: float, split: str = "calib") -> SelectRule:
+        """A rule written as the benchmarks write it: ``interval/family``, ``/family:failures`` where the
+        ascending walk may fail (``exact/ascending:1``)."""
+        interval, _, family = text.partition("/")
+        family, _, failures = family.partition(":")
+        return cls(confidence=confidence, split=split, interval=interval, family=family,
+                   failures=int(failures) if failures else 0)
+
+    @property
+    def name(self) -> str:
+        """``interval/family[:failures]``, as :meth:`from_text` reads it."""
+        return f"{self.interval}/{self.family}" + (f":{self.failures}" if self.failures else "")
 
 
 def selectable_rows(rows: list[dict], baseline: dict, bound: float, rule: SelectRule) -> np.ndarray:
     """Which rows may be chosen: each tested by the rule's split and interval at the level its family
-    gives, then (``family: ascending``) cut at the first failure from the lowest CR up."""
+    gives, then (``family: ascending``) cut at the ``failures`` + 1-th failure from the lowest CR up."""
     level, cut = FAMILIES[rule.family]
-    passes = SELECTIONS[rule.split](rows, baseline, bound, level(len(rows), rule.confidence), rule)
-    return ascending_prefix([r["cr"] for r in rows], passes) if cut else np.asarray(passes, dtype=bool)
+    passes = SELECTIONS[rule.split](rows, baseline, bound, level(len(rows), rule.confidence, rule.failures), rule)
+    if cut:
+        return ascending_prefix([r["cr"] for r in rows], passes, rule.failures)
+    return np.asarray(passes, dtype=bool)
 
 
 def passes_unchanged(images: int, bound: float, rule: SelectRule) -> bool:
     """Whether a point that changes no prediction of ``images`` images passes ``rule`` at the most lenient
     allowance (1 - bound, a baseline at 100%): if not, no point can be chosen on that many images."""
     allowed = 1 - bound
+    level = FAMILIES[rule.family][0](1, rule.confidence, rule.failures)  # one point's level (failures: a share)
     if rule.split == "unlabelled":
-        return bool(changed_upper_bound(0.0, images, rule.confidence) <= allowed + TOLERANCE)
-    return bool(INTERVALS[rule.interval]([0], [0], images, allowed, rule.confidence)[0])
+        return bool(changed_upper_bound(0.0, images, level) <= allowed + TOLERANCE)
+    return bool(INTERVALS[rule.interval]([0], [0], images, allowed, level)[0])
 
 
 def images_needed(bound: float, rule: SelectRule, most: int = 1 << 20) -> int:

@@ -240,11 +240,13 @@ def check_selection_images(config: dict, net: str, calib_images: int, select_ima
         return
     what = "selection" if rule.split == "unlabelled" else "calibration"
     test = "the exact binomial bound" if rule.split == "unlabelled" else f"select.interval: {rule.interval}"
+    shared = f" shared by select.failures: {rule.failures} + 1 points" if rule.failures else ""
+    fewer = " or fewer failures" if rule.failures else ""
     warnings.warn(f"networks.{net}: {images} {what} images cannot show a {1 - bound:.0%} loss bound at "
-                  f"select.confidence {rule.confidence:g} by {test}, even for a point that changes no prediction, "
-                  f"so no point will be chosen (the export takes the closest, flagged); it takes at least "
-                  f"{images_needed(bound, rule)} images, or a lower select.confidence (or, with the labelled "
-                  "calibration images, select.interval: normal, an approximation)", TooFewImagesWarning,
+                  f"select.confidence {rule.confidence:g}{shared} by {test}, even for a point that changes no "
+                  f"prediction, so no point will be chosen (the export takes the closest, flagged); it takes at "
+                  f"least {images_needed(bound, rule)} images, or a lower select.confidence{fewer} (or, with the "
+                  "labelled calibration images, select.interval: normal, an approximation)", TooFewImagesWarning,
                   stacklevel=2)
 
 

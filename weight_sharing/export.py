@@ -114,7 +114,8 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, validated: str, b
                 "calib_accuracy": point["calib_accuracy"], "baseline_test_accuracy": base["test_accuracy"],
                 "source_checkpoint_sha256": source_sha256, "code_version": __version__,
                 "selected_on": {"split": rule.split, "confidence": rule.confidence, "interval": rule.interval,
-                                "family": rule.family, "bound": loosened(bound, target)}}
+                                "family": rule.family, "failures": rule.failures,
+                                "bound": loosened(bound, target)}}
         in_memory.apply(books)
         expected = in_memory.predictions().cpu().numpy()
         exported = ExportPoint(source=source, model=in_memory.model, books=books,

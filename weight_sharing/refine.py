@@ -9,6 +9,7 @@ chosen on calibration stops improving. Everything here is calibration data.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -77,11 +78,11 @@ def refine_front(evaluator, cands: CandidateSet, samples: pa.Table, surrogate: d
 
 
 def run(*, spec: EvaluationSpec, candidates: str, layers: str, samples: list[str], surrogate: str, front: str,
-        baseline: str, bound: float, confidence: float, interval: str, family: str, refine: dict, search: dict,
+        baseline: str, bound: float, select: dict, refine: dict, search: dict,
         out_front: str, out_rounds: str, out_tensors: str) -> None:
     """``refine.rounds`` rounds (the ``refine`` section) with the ``search`` section's method; after each
-    round the best CR is chosen on calibration by the ``select`` section's ``confidence``, ``interval``
-    and ``family`` (the selection images, if any, are measured in validate). ``out_tensors``: each measured
+    round the best CR is chosen on calibration by the ``select`` section's rule (its ``split`` aside: the
+    selection images, if any, are measured in validate). ``out_tensors``: each measured
     point's corrected tensors (``tables.write_point_tensors``; no point without rounds)."""
     cands = CandidateSet.read(candidates, layers)
     table = read_samples(samples)
@@ -92,7 +93,7 @@ def run(*, spec: EvaluationSpec, candidates: str, layers: str, samples: list[str
     tensors: dict[int, dict] = {}
     if rounds > 0:
         ev = spec.evaluator("calib", cands.layer_names)
-        rule = SelectRule(confidence=confidence, split="calib", interval=interval, family=family)
+        rule = dataclasses.replace(SelectRule.from_config(select), split="calib")
         points, model, history = refine_front(ev, cands, table, model, points, base, bound, rule, rounds, search,
                                               tensors=tensors)
         ev.release()

@@ -167,7 +167,7 @@ def network_summary(net: str, category: str, bound: float, rule: SelectRule, bas
     ok = [x for x in v if x["selectable"]]
     row = {
         "network": net, "category": category, "bound": bound, "confidence": rule.confidence, "selection": rule.split,
-        "interval": rule.interval, "family": rule.family,
+        "interval": rule.interval, "family": rule.family, "failures": rule.failures,
         "layers": layers.num_rows,
         "weight_mb": float(np.sum(layers.column("weights").to_numpy()) * 4 / 1e6),
         "top1_test": base, "top1_calib": baseline["calib_accuracy"],

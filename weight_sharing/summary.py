@@ -37,6 +37,12 @@ def _draw_flag(z) -> str:
     return f" (calibration draw unlike test: {z:+.1f} standard errors)"
 
 
+def _family(row: dict) -> str:
+    """The row's select.family, with the failures the ascending walk allows where there are any."""
+    failures = row.get("failures") or 0
+    return f"{row['family']}, {failures} failure{'s' * (failures > 1)}" if failures else row["family"]
+
+
 def summary_markdown(rows: list[dict]) -> str:
     head = ("| network | category | bound | layers | weights [MB] | baseline top-1 calib / test [%] "
             "| best CR in bound "
@@ -49,7 +55,9 @@ def summary_markdown(rows: list[dict]) -> str:
              "by the test its row names (one-sided confidence; interval: exact, an exact paired test against the "
              "baseline on the same images, or normal, its normal approximation; family: ascending, the points "
              "tested from the lowest CR up, stopping at the first that fails, so that the confidence holds for the "
-             "chosen point, bonferroni, or none, each point alone), or, where the row says 'unlabelled', whose "
+             "chosen point, or, where it says 'n failures', at the n + 1-th, each point then tested at a share "
+             "1 / (n + 1) of the error rate; bonferroni; or none, each point alone), or, where the row says "
+             "'unlabelled', whose "
              "fraction of changed predictions on the unlabelled selection images does (top-1 can fall by at most "
              "that fraction). Its test loss is then reported as "
              "measured, flagged when the test accuracy falls below the "
@@ -74,7 +82,7 @@ def summary_markdown(rows: list[dict]) -> str:
               f"{_flag(r['best_cr_test_meets_bound'])}")
         lines.append(
             f"| {r['network']} | {r['category']} | {r['bound']:.0%} (conf. {r['confidence']:g}, "
-            f"{'unlabelled' if r.get('selection') == 'unlabelled' else r['interval']}, {r['family']}) | {r['layers']} "
+            f"{'unlabelled' if r.get('selection') == 'unlabelled' else r['interval']}, {_family(r)}) | {r['layers']} "
             f"| {r['weight_mb']:.3f} | {_fmt(r['top1_calib'], pct=True)} / {_fmt(r['top1_test'], pct=True)}"
             f"{_draw_flag(r.get('baseline_split_z'))} "
             f"| {_fmt(r['best_cr'])} | {al} "
